@@ -1,0 +1,3 @@
+//! The demo upstream (to be built).
+
+fn main() {}

@@ -1,0 +1,4 @@
+//! doppel's policy engine.
+//!
+//! It gathers per-variant stats from every Envoy, compares primary and shadow with real
+//! statistics, evaluates the CEL rules of policy files, and acts on Envoy over xDS.

@@ -1,0 +1,1 @@
+//! doppel's test support: a proxy-wasm host on wasmtime and helpers that run a real Envoy.
