@@ -2,3 +2,8 @@
 //!
 //! It gathers per-variant stats from every Envoy, compares primary and shadow with real
 //! statistics, evaluates the CEL rules of policy files, and acts on Envoy over xDS.
+//!
+//! Modules:
+//! - [`metrics`]: the domain types every other module shares (windows, histograms).
+
+pub mod metrics;
