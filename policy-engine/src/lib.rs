@@ -5,5 +5,7 @@
 //!
 //! Modules:
 //! - [`metrics`]: the domain types every other module shares (windows, histograms).
+//! - [`xds`]: the ADS server (state of the world and delta) and its per-node snapshot cache.
 
 pub mod metrics;
+pub mod xds;

@@ -1,0 +1,201 @@
+//! Constructors for the Envoy resources a snapshot usually holds: an EDS cluster, its endpoints,
+//! an HTTP listener taking its routes over RDS, a weighted route, a filter configured over ECDS.
+//! They build plain envoy-types structs; callers may change any field before adding them.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::cluster::v3::cluster::{
+    ClusterDiscoveryType, DiscoveryType, EdsClusterConfig,
+};
+use envoy_types::pb::envoy::config::core::v3::address::Address as AddressKind;
+use envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier;
+use envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier;
+use envoy_types::pb::envoy::config::core::v3::{
+    Address, AggregatedConfigSource, ApiVersion, ConfigSource, ExtensionConfigSource,
+    SocketAddress, TypedExtensionConfig,
+};
+use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
+};
+use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
+use envoy_types::pb::envoy::config::route::v3::route::Action;
+use envoy_types::pb::envoy::config::route::v3::route_action::ClusterSpecifier;
+use envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier;
+use envoy_types::pb::envoy::config::route::v3::weighted_cluster::ClusterWeight;
+use envoy_types::pb::envoy::config::route::v3::{
+    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster,
+};
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, HttpFilter, Rds, http_connection_manager::RouteSpecifier, http_filter,
+};
+use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration, UInt32Value};
+use prost::{Message, Name};
+
+/// Packs any envoy-types message as `Any`.
+pub fn pack<M: Message + Name>(message: &M) -> Any {
+    Any {
+        type_url: M::type_url(),
+        value: message.encode_to_vec(),
+    }
+}
+
+/// "Over ADS" as a config source.
+pub fn ads_config_source() -> ConfigSource {
+    ConfigSource {
+        resource_api_version: ApiVersion::V3 as i32,
+        config_source_specifier: Some(ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
+        ..Default::default()
+    }
+}
+
+/// A socket address.
+pub fn socket_address(address: SocketAddr) -> Address {
+    Address {
+        address: Some(AddressKind::SocketAddress(SocketAddress {
+            address: address.ip().to_string(),
+            port_specifier: Some(PortSpecifier::PortValue(u32::from(address.port()))),
+            ..Default::default()
+        })),
+    }
+}
+
+/// A cluster whose endpoints come over ADS (EDS) under its own name.
+pub fn eds_cluster(name: &str, connect_timeout: Duration) -> Cluster {
+    Cluster {
+        name: name.to_owned(),
+        connect_timeout: Some(PbDuration {
+            seconds: i64::try_from(connect_timeout.as_secs()).unwrap_or(i64::MAX),
+            nanos: i32::try_from(connect_timeout.subsec_nanos()).unwrap_or(0),
+        }),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
+        eds_cluster_config: Some(EdsClusterConfig {
+            eds_config: Some(ads_config_source()),
+            service_name: String::new(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// The load assignment (EDS) of `cluster`: one locality holding `hosts`.
+pub fn endpoints(cluster: &str, hosts: &[SocketAddr]) -> ClusterLoadAssignment {
+    let lb_endpoints = hosts
+        .iter()
+        .map(|host| LbEndpoint {
+            host_identifier: Some(HostIdentifier::Endpoint(Endpoint {
+                address: Some(socket_address(*host)),
+                ..Default::default()
+            })),
+            ..Default::default()
+        })
+        .collect();
+    ClusterLoadAssignment {
+        cluster_name: cluster.to_owned(),
+        endpoints: vec![LocalityLbEndpoints {
+            lb_endpoints,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// An HTTP filter whose config comes over ADS (ECDS) as the resource named `name`, of a type
+/// in `type_urls` (for the doppel filter: `envoy.extensions.filters.http.wasm.v3.Wasm`).
+pub fn ecds_filter(name: &str, type_urls: &[&str]) -> HttpFilter {
+    HttpFilter {
+        name: name.to_owned(),
+        config_type: Some(http_filter::ConfigType::ConfigDiscovery(
+            ExtensionConfigSource {
+                config_source: Some(ads_config_source()),
+                type_urls: type_urls.iter().map(|url| (*url).to_owned()).collect(),
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    }
+}
+
+/// An extension config (ECDS resource) named `name` holding `config`.
+pub fn extension_config<M: Message + Name>(name: &str, config: &M) -> TypedExtensionConfig {
+    TypedExtensionConfig {
+        name: name.to_owned(),
+        typed_config: Some(pack(config)),
+    }
+}
+
+/// A listener on `address` whose HTTP connection manager runs `filters` then the router, and
+/// takes route configuration `route_config` over ADS (RDS).
+pub fn http_listener(
+    name: &str,
+    address: SocketAddr,
+    route_config: &str,
+    filters: Vec<HttpFilter>,
+) -> Listener {
+    let mut http_filters = filters;
+    http_filters.push(HttpFilter {
+        name: "envoy.filters.http.router".to_owned(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(pack(
+            &Router::default(),
+        ))),
+        ..Default::default()
+    });
+    let hcm = HttpConnectionManager {
+        stat_prefix: name.to_owned(),
+        route_specifier: Some(RouteSpecifier::Rds(Rds {
+            config_source: Some(ads_config_source()),
+            route_config_name: route_config.to_owned(),
+        })),
+        http_filters,
+        ..Default::default()
+    };
+    Listener {
+        name: name.to_owned(),
+        address: Some(socket_address(address)),
+        filter_chains: vec![FilterChain {
+            filters: vec![Filter {
+                name: "envoy.filters.network.http_connection_manager".to_owned(),
+                config_type: Some(filter::ConfigType::TypedConfig(pack(&hcm))),
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// A route configuration sending every request, any host, to `weights` (cluster, weight).
+pub fn weighted_route(name: &str, weights: &[(&str, u32)]) -> RouteConfiguration {
+    let clusters = weights
+        .iter()
+        .map(|(cluster, weight)| ClusterWeight {
+            name: (*cluster).to_owned(),
+            weight: Some(UInt32Value { value: *weight }),
+            ..Default::default()
+        })
+        .collect();
+    RouteConfiguration {
+        name: name.to_owned(),
+        virtual_hosts: vec![VirtualHost {
+            name: name.to_owned(),
+            domains: vec!["*".to_owned()],
+            routes: vec![Route {
+                r#match: Some(RouteMatch {
+                    path_specifier: Some(PathSpecifier::Prefix("/".to_owned())),
+                    ..Default::default()
+                }),
+                action: Some(Action::Route(RouteAction {
+                    cluster_specifier: Some(ClusterSpecifier::WeightedClusters(WeightedCluster {
+                        clusters,
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}

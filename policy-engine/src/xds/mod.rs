@@ -1,0 +1,33 @@
+//! doppel's xDS control plane: an ADS server (state of the world and delta) over a snapshot cache.
+//!
+//! The transport knows nothing about policies. Callers build an immutable [`Snapshot`] of
+//! listeners, routes, clusters, endpoints and extension configs (ECDS) from envoy-types' protobuf
+//! structs, and set it for a node id in the [`SnapshotCache`]. The cache checks it for
+//! consistency, stamps it, and wakes every stream of that node. Each stream pushes what changed,
+//! in warming order, one response per type in flight, and reports Envoy's ACK or NACK back to
+//! the cache, where [`SnapshotCache::status`] shows it. A NACKed type stays on Envoy's last good
+//! version; [`SnapshotCache::restore_last_good`] serves that version again.
+//!
+//! Files: [`build`] makes the usual Envoy resources; [`resource`] packs one resource and notes what it refers to; [`snapshot`] holds a
+//! node's resources and the consistency check; [`cache`] keeps snapshots and statuses per node;
+//! `stream` is the one stream loop; `protocol` its two wire variants; `server` the gRPC service
+//! and [`serve`].
+//!
+//! Deliberate shortcuts: a resource is packed once and its bytes are copied into each stream's
+//! response (no shared pre-encoded response); removed clusters are removed in the same push as
+//! the routes that stopped using them (no delayed cleanup).
+
+pub mod build;
+pub mod cache;
+mod error;
+mod protocol;
+pub mod resource;
+mod server;
+pub mod snapshot;
+mod stream;
+
+pub use cache::{Nack, NodeStatus, SnapshotCache, TypeStatus};
+pub use error::SnapshotError;
+pub use resource::{Resource, ResourceType};
+pub use server::{AdsService, serve};
+pub use snapshot::{Snapshot, SnapshotBuilder, TypeResources};

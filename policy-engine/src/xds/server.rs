@@ -1,0 +1,88 @@
+//! The gRPC face: envoy-types' generated `AggregatedDiscoveryService`, both methods handing
+//! their stream to the one loop in [`super::stream`].
+
+use std::future::Future;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::cache::SnapshotCache;
+use super::protocol::{Delta, Sotw};
+use super::stream::{self, Protocol};
+
+/// Responses queued per stream before the loop waits for the client to read.
+const STREAM_BUFFER: usize = 16;
+
+/// The ADS service over a [`SnapshotCache`].
+#[derive(Debug, Clone)]
+pub struct AdsService {
+    cache: Arc<SnapshotCache>,
+}
+
+impl AdsService {
+    /// A service serving `cache`'s snapshots.
+    pub fn new(cache: Arc<SnapshotCache>) -> AdsService {
+        AdsService { cache }
+    }
+
+    /// The tonic server wrapping this service, to add to a `tonic::transport::Server`.
+    pub fn into_server(self) -> AggregatedDiscoveryServiceServer<AdsService> {
+        AggregatedDiscoveryServiceServer::new(self)
+    }
+
+    fn spawn<P: Protocol + 'static>(
+        &self,
+        requests: Streaming<P::Request>,
+    ) -> ReceiverStream<Result<P::Response, Status>>
+    where
+        Streaming<P::Request>: Send,
+    {
+        let (out, responses) = mpsc::channel(STREAM_BUFFER);
+        tokio::spawn(stream::run::<P>(Arc::clone(&self.cache), requests, out));
+        ReceiverStream::new(responses)
+    }
+}
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for AdsService {
+    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
+    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        Ok(Response::new(self.spawn::<Sotw>(request.into_inner())))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        Ok(Response::new(self.spawn::<Delta>(request.into_inner())))
+    }
+}
+
+/// Serves ADS for `cache` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    cache: Arc<SnapshotCache>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    if let Ok(address) = listener.local_addr() {
+        tracing::info!(%address, "xds server listening");
+    }
+    tonic::transport::Server::builder()
+        .add_service(AdsService::new(cache).into_server())
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}

@@ -1,0 +1,293 @@
+//! Small helpers for the xDS end-to-end tests: an Envoy started from `envoy/ads.yaml`, a
+//! counting HTTP upstream and a plain HTTP/1.1 GET.
+//!
+//! Everything binds 127.0.0.1 with ephemeral ports; processes die with their handle.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+
+/// The workspace root (the folder holding `envoy/`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The Envoy binary: `$ENVOY_BIN`, else `.tools/bin/envoy` as `scripts/setup` installs it.
+pub fn envoy_bin() -> PathBuf {
+    std::env::var_os("ENVOY_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".tools/bin/envoy"))
+}
+
+/// Which ADS variant Envoy speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdsMode {
+    /// State of the world (`api_type: GRPC`).
+    Sotw,
+    /// Delta (`api_type: DELTA_GRPC`).
+    Delta,
+}
+
+/// `envoy/ads.yaml` pointed at `xds_port`, admin on an ephemeral port, in the given mode.
+pub fn render_ads_bootstrap(xds_port: u16, mode: AdsMode) -> Result<String, String> {
+    let path = workspace_root().join("envoy/ads.yaml");
+    let mut text =
+        std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let api_type = match mode {
+        AdsMode::Sotw => "api_type: GRPC",
+        AdsMode::Delta => "api_type: DELTA_GRPC",
+    };
+    for (from, to) in [
+        ("port_value: 18000", format!("port_value: {xds_port}")),
+        ("port_value: 9901", "port_value: 0".to_owned()),
+        ("api_type: GRPC", api_type.to_owned()),
+    ] {
+        if text.matches(from).count() != 1 {
+            return Err(format!(
+                "{}: expected `{from}` exactly once",
+                path.display()
+            ));
+        }
+        text = text.replace(from, &to);
+    }
+    Ok(text)
+}
+
+/// A running Envoy; killed when dropped.
+pub struct Envoy {
+    child: Child,
+    admin: SocketAddr,
+    _dir: tempfile::TempDir,
+    log: PathBuf,
+}
+
+impl Envoy {
+    /// Starts Envoy on `bootstrap` as node `node_id`, and waits for its admin address.
+    pub async fn start(bootstrap: &str, node_id: &str) -> Result<Envoy, String> {
+        let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
+        let config = dir.path().join("envoy.yaml");
+        let admin_path = dir.path().join("admin.txt");
+        let log = dir.path().join("envoy.log");
+        std::fs::write(&config, bootstrap).map_err(|e| format!("writing config: {e}"))?;
+        let child = Command::new(envoy_bin())
+            .arg("-c")
+            .arg(&config)
+            .args([
+                "--service-node",
+                node_id,
+                "--service-cluster",
+                "doppel-test",
+            ])
+            .arg("--admin-address-path")
+            .arg(&admin_path)
+            .arg("--log-path")
+            .arg(&log)
+            .args(["--concurrency", "1", "--disable-hot-restart", "-l", "info"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", envoy_bin().display()))?;
+        let mut envoy = Envoy {
+            child,
+            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+            _dir: dir,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&admin_path)
+                && let Ok(address) = text.trim().parse()
+            {
+                envoy.admin = address;
+                return Ok(envoy);
+            }
+            if let Ok(Some(status)) = envoy.child.try_wait() {
+                return Err(format!("envoy exited with {status}: {}", envoy.log_tail()));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "envoy wrote no admin address: {}",
+                    envoy.log_tail()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The last lines of Envoy's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// GETs an admin path; returns the body.
+    pub async fn admin(&self, path: &str) -> Result<String, String> {
+        let (status, body) = http_get(self.admin, path).await?;
+        if status != 200 {
+            return Err(format!("admin {path}: status {status}: {body}"));
+        }
+        Ok(body)
+    }
+
+    /// The address a named listener is bound to (listeners from LDS bind port 0).
+    pub async fn listener_address(&self, name: &str) -> Result<SocketAddr, String> {
+        let body = self.admin("/listeners?format=json").await?;
+        let json: serde_json::Value =
+            serde_json::from_str(&body).map_err(|e| format!("listeners json: {e}"))?;
+        let statuses = json["listener_statuses"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let status = statuses
+            .iter()
+            .find(|s| s["name"] == name)
+            .ok_or_else(|| format!("no listener `{name}` in {body}"))?;
+        let socket = &status["local_address"]["socket_address"];
+        let port = socket["port_value"].as_u64().unwrap_or(0);
+        let ip = socket["address"].as_str().unwrap_or("");
+        format!("{ip}:{port}")
+            .parse()
+            .map_err(|e| format!("listener `{name}` address in {body}: {e}"))
+    }
+
+    /// A counter or gauge from `/stats`, 0 when absent.
+    pub async fn stat(&self, name: &str) -> Result<u64, String> {
+        let body = self.admin(&format!("/stats?filter=^{name}$")).await?;
+        Ok(body
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{name}: ")))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// The `(cluster, weight)` pairs of every weighted route in the dynamic route configs.
+    pub async fn route_weights(&self) -> Result<Vec<(String, u64)>, String> {
+        let body = self
+            .admin("/config_dump?resource=dynamic_route_configs")
+            .await?;
+        let json: serde_json::Value =
+            serde_json::from_str(&body).map_err(|e| format!("config_dump json: {e}"))?;
+        let mut weights = Vec::new();
+        collect_weights(&json, &mut weights);
+        Ok(weights)
+    }
+}
+
+fn collect_weights(value: &serde_json::Value, out: &mut Vec<(String, u64)>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if let Some(clusters) = map
+                .get("weighted_clusters")
+                .and_then(|w| w["clusters"].as_array())
+            {
+                for cluster in clusters {
+                    let name = cluster["name"].as_str().unwrap_or_default().to_owned();
+                    out.push((name, cluster["weight"].as_u64().unwrap_or(0)));
+                }
+            }
+            map.values().for_each(|v| collect_weights(v, out));
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_weights(v, out)),
+        _ => {}
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP upstream on 127.0.0.1 that answers every request with its name and counts hits.
+pub struct Upstream {
+    /// Where it listens.
+    pub address: SocketAddr,
+    hits: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    /// Starts an upstream answering `200 name`.
+    pub async fn start(name: &'static str) -> std::io::Result<Upstream> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        let hits = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&hits);
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let counter = Arc::clone(&counter);
+                tokio::spawn(async move {
+                    let service = service_fn(move |_request| {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        async move {
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                                Bytes::from_static(name.as_bytes()),
+                            )))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(Upstream {
+            address,
+            hits,
+            task,
+        })
+    }
+
+    /// Requests served so far.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// One HTTP/1.1 GET on a fresh connection: the status and the body.
+pub async fn http_get(address: SocketAddr, path: &str) -> Result<(u16, String), String> {
+    let stream = TcpStream::connect(address)
+        .await
+        .map_err(|e| format!("connecting to {address}: {e}"))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake with {address}: {e}"))?;
+    tokio::spawn(connection);
+    let request = hyper::Request::get(path)
+        .header("host", "doppel.test")
+        .body(http_body_util::Empty::<Bytes>::new())
+        .map_err(|e| format!("request {path}: {e}"))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("GET {path} on {address}: {e}"))?;
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("body of {path}: {e}"))?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
