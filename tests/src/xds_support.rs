@@ -95,6 +95,12 @@ impl Envoy {
             .arg("--log-path")
             .arg(&log)
             .args(["--concurrency", "1", "--disable-hot-restart", "-l", "info"])
+            .args([
+                "--file-flush-interval-msec",
+                "100",
+                "--file-flush-min-size-kb",
+                "1",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -125,6 +131,11 @@ impl Envoy {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The path of Envoy's log file.
+    pub fn log_path(&self) -> &Path {
+        &self.log
     }
 
     /// The last lines of Envoy's log, for failure messages.

@@ -149,31 +149,31 @@ pub struct SnapshotBuilder {
 impl SnapshotBuilder {
     /// Adds a cluster (CDS).
     pub fn cluster(self, cluster: &Cluster) -> Self {
-        self.add(Resource::cluster(cluster))
+        self.resource(Resource::cluster(cluster))
     }
 
     /// Adds a cluster load assignment (EDS).
     pub fn endpoints(self, assignment: &ClusterLoadAssignment) -> Self {
-        self.add(Resource::endpoints(assignment))
+        self.resource(Resource::endpoints(assignment))
     }
 
     /// Adds a listener (LDS).
     pub fn listener(self, listener: &Listener) -> Self {
-        self.add(Resource::listener(listener))
+        self.resource(Resource::listener(listener))
     }
 
     /// Adds a route configuration (RDS).
     pub fn route(self, route: &RouteConfiguration) -> Self {
-        self.add(Resource::route(route))
+        self.resource(Resource::route(route))
     }
 
     /// Adds an extension config (ECDS), named like the filter it configures.
     pub fn extension_config(self, config: &TypedExtensionConfig) -> Self {
-        self.add(Resource::extension_config(config))
+        self.resource(Resource::extension_config(config))
     }
 
     /// Adds an already packed resource.
-    pub fn add(mut self, resource: Result<Resource, SnapshotError>) -> Self {
+    pub fn resource(mut self, resource: Result<Resource, SnapshotError>) -> Self {
         if self.error.is_some() {
             return self;
         }

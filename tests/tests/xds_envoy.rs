@@ -1,0 +1,274 @@
+//! The real Envoy on ADS from doppel's xDS server: it serves traffic from a snapshot, follows
+//! new route weights, and a snapshot it rejects (NACK) leaves it on the last good config, with
+//! the rejection visible in the cache status and in Envoy's own stats. Both SotW and delta.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use doppel_engine::xds::build::{eds_cluster, endpoints, http_listener, weighted_route};
+use doppel_engine::xds::{NodeStatus, ResourceType, Snapshot, SnapshotCache};
+use doppel_tests::xds_support::{AdsMode, Envoy, Upstream, http_get, render_ads_bootstrap};
+use envoy_types::pb::google::protobuf::Duration as PbDuration;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+const LISTENER: &str = "ingress";
+const ROUTES: &str = "ingress_routes";
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Rig {
+    cache: Arc<SnapshotCache>,
+    node: String,
+    primary: Upstream,
+    shadow: Upstream,
+    envoy: Envoy,
+    _stop: oneshot::Sender<()>,
+}
+
+fn snapshot(
+    version: u64,
+    weights: (u32, u32),
+    rig_upstreams: (SocketAddr, SocketAddr),
+) -> Snapshot {
+    Snapshot::builder(version)
+        .cluster(&eds_cluster("primary", Duration::from_secs(1)))
+        .cluster(&eds_cluster("shadow", Duration::from_secs(1)))
+        .endpoints(&endpoints("primary", &[rig_upstreams.0]))
+        .endpoints(&endpoints("shadow", &[rig_upstreams.1]))
+        .listener(&http_listener(
+            LISTENER,
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            ROUTES,
+            Vec::new(),
+        ))
+        .route(&weighted_route(
+            ROUTES,
+            &[("primary", weights.0), ("shadow", weights.1)],
+        ))
+        .build()
+        .expect("test snapshot builds")
+}
+
+impl Rig {
+    async fn start(mode: AdsMode) -> Rig {
+        let primary = Upstream::start("primary").await.expect("primary upstream");
+        let shadow = Upstream::start("shadow").await.expect("shadow upstream");
+        let cache = Arc::new(SnapshotCache::new());
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind xds");
+        let xds_port = listener.local_addr().expect("xds address").port();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(doppel_engine::xds::serve(
+            listener,
+            Arc::clone(&cache),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let node = format!("xds-test-{mode:?}").to_lowercase();
+        let bootstrap = render_ads_bootstrap(xds_port, mode).expect("bootstrap renders");
+        let envoy = Envoy::start(&bootstrap, &node).await.expect("envoy starts");
+        Rig {
+            cache,
+            node,
+            primary,
+            shadow,
+            envoy,
+            _stop: stop,
+        }
+    }
+
+    fn upstreams(&self) -> (SocketAddr, SocketAddr) {
+        (self.primary.address, self.shadow.address)
+    }
+
+    async fn wait_status(&self, what: &str, done: impl FnMut(&NodeStatus) -> bool) -> NodeStatus {
+        match tokio::time::timeout(WAIT, self.cache.wait_status(&self.node, done)).await {
+            Ok(status) => status,
+            Err(_) => panic!(
+                "timed out waiting for {what}; status {:?}\nenvoy log:\n{}",
+                self.cache.status(&self.node),
+                self.envoy.log_tail()
+            ),
+        }
+    }
+
+    /// Waits until Envoy's config dump shows these weights, then lets workers catch up.
+    async fn wait_weights(&self, primary: u64, shadow: u64) {
+        let want = vec![
+            ("primary".to_owned(), primary),
+            ("shadow".to_owned(), shadow),
+        ];
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let weights = self.envoy.route_weights().await.expect("config dump");
+            if weights == want {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "config dump shows {weights:?}, want {want:?}\n{}",
+                self.envoy.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    /// Sends `n` requests through Envoy; returns the (primary, shadow) hits they caused.
+    async fn traffic(&self, n: u64) -> (u64, u64) {
+        let address = self
+            .envoy
+            .listener_address(LISTENER)
+            .await
+            .expect("listener bound");
+        let before = (self.primary.hits(), self.shadow.hits());
+        for i in 0..n {
+            let (status, body) = http_get(address, &format!("/r/{i}"))
+                .await
+                .expect("request through envoy");
+            assert_eq!(status, 200, "request {i} answered {status}: {body}");
+        }
+        let hits = (
+            self.primary.hits() - before.0,
+            self.shadow.hits() - before.1,
+        );
+        assert_eq!(hits.0 + hits.1, n, "every request reached an upstream");
+        hits
+    }
+}
+
+fn acked(status: &NodeStatus, kind: ResourceType) -> Option<u64> {
+    status.of(kind).acked
+}
+
+async fn weights_then_nack_then_recovery(mode: AdsMode) {
+    let rig = Rig::start(mode).await;
+    let node = rig.node.clone();
+
+    // v1: everything to the primary.
+    rig.cache
+        .set_snapshot(&node, snapshot(1, (100, 0), rig.upstreams()))
+        .expect("v1 consistent");
+    rig.wait_status("v1 acknowledged", |s| {
+        ResourceType::ALL
+            .iter()
+            .filter(|k| **k != ResourceType::ExtensionConfig)
+            .all(|k| acked(s, *k) == Some(1))
+    })
+    .await;
+    rig.wait_weights(100, 0).await;
+    assert_eq!(rig.traffic(40).await, (40, 0));
+
+    // v2: half and half. Only the routes changed, so only RDS moves to version 2.
+    rig.cache
+        .set_snapshot(&node, snapshot(2, (50, 50), rig.upstreams()))
+        .expect("v2 consistent");
+    let status = rig
+        .wait_status("v2 routes acknowledged", |s| {
+            acked(s, ResourceType::Route) == Some(2)
+        })
+        .await;
+    assert_eq!(
+        acked(&status, ResourceType::Cluster),
+        Some(1),
+        "clusters not resent"
+    );
+    rig.wait_weights(50, 50).await;
+    let (primary, shadow) = rig.traffic(200).await;
+    assert!(
+        primary >= 60 && shadow >= 60,
+        "50/50 split served {primary}/{shadow}"
+    );
+
+    // v3: the shadow cluster gets a connect timeout Envoy refuses. The snapshot is consistent
+    // (every reference resolves), so the cache serves it and Envoy NACKs it.
+    let rejected_before = rig
+        .envoy
+        .stat("cluster_manager.cds.update_rejected")
+        .await
+        .expect("stats");
+    let mut bad = eds_cluster("shadow", Duration::from_secs(1));
+    bad.connect_timeout = Some(PbDuration {
+        seconds: -5,
+        nanos: 0,
+    });
+    let bad_snapshot = Snapshot::builder(3)
+        .cluster(&eds_cluster("primary", Duration::from_secs(1)))
+        .cluster(&bad)
+        .endpoints(&endpoints("primary", &[rig.primary.address]))
+        .endpoints(&endpoints("shadow", &[rig.shadow.address]))
+        .listener(&http_listener(
+            LISTENER,
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            ROUTES,
+            Vec::new(),
+        ))
+        .route(&weighted_route(ROUTES, &[("primary", 50), ("shadow", 50)]))
+        .build()
+        .expect("v3 builds");
+    rig.cache
+        .set_snapshot(&node, bad_snapshot)
+        .expect("v3 consistent");
+    let status = rig
+        .wait_status("v3 clusters rejected", |s| {
+            s.of(ResourceType::Cluster).nacked.is_some()
+        })
+        .await;
+    let cds = status.of(ResourceType::Cluster);
+    let nack = cds.nacked.clone().expect("nack recorded");
+    assert_eq!(nack.version, 3);
+    assert!(
+        nack.error.contains("Expected positive duration"),
+        "Envoy's error_detail names the problem: {}",
+        nack.error
+    );
+    assert!(cds.is_rejecting());
+    assert_eq!(cds.acked, Some(1), "Envoy stays on the last good clusters");
+    let rejected_after = rig
+        .envoy
+        .stat("cluster_manager.cds.update_rejected")
+        .await
+        .expect("stats");
+    assert!(
+        rejected_after > rejected_before,
+        "cluster_manager.cds.update_rejected went {rejected_before} -> {rejected_after}"
+    );
+    // Envoy keeps serving with the last good config: both variants still answer.
+    let (primary, shadow) = rig.traffic(200).await;
+    assert!(
+        primary >= 60 && shadow >= 60,
+        "after the NACK, 50/50 served {primary}/{shadow}"
+    );
+
+    // The cache serves the last good clusters again, under a new version; Envoy takes them.
+    let restored = rig.cache.restore_last_good(&node).expect("restore");
+    assert_eq!(restored, 4);
+    let status = rig
+        .wait_status("restored clusters acknowledged", |s| {
+            acked(s, ResourceType::Cluster) == Some(4)
+        })
+        .await;
+    assert!(!status.of(ResourceType::Cluster).is_rejecting());
+
+    // v5: everything to the shadow.
+    rig.cache
+        .set_snapshot(&node, snapshot(5, (0, 100), rig.upstreams()))
+        .expect("v5 consistent");
+    rig.wait_status("v5 routes acknowledged", |s| {
+        acked(s, ResourceType::Route) == Some(5)
+    })
+    .await;
+    rig.wait_weights(0, 100).await;
+    assert_eq!(rig.traffic(40).await, (0, 40));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xds_sotw_envoy_follows_weights_and_survives_a_nack() {
+    weights_then_nack_then_recovery(AdsMode::Sotw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xds_delta_envoy_follows_weights_and_survives_a_nack() {
+    weights_then_nack_then_recovery(AdsMode::Delta).await;
+}
