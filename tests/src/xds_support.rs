@@ -11,10 +11,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use doppel_engine::xds::{NodeStatus, SnapshotCache};
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
 
 /// The workspace root (the folder holding `envoy/`).
 pub fn workspace_root() -> PathBuf {
@@ -63,6 +65,67 @@ pub fn render_ads_bootstrap(xds_port: u16, mode: AdsMode) -> Result<String, Stri
         text = text.replace(from, &to);
     }
     Ok(text)
+}
+
+/// How long the tests wait for Envoy to take a push.
+pub const XDS_WAIT: Duration = Duration::from_secs(20);
+
+/// doppel's ADS server on an ephemeral port and an Envoy booted from `envoy/ads.yaml` against it.
+pub struct AdsRig {
+    /// The cache the server serves.
+    pub cache: Arc<SnapshotCache>,
+    /// Envoy's node id.
+    pub node: String,
+    /// The Envoy.
+    pub envoy: Envoy,
+    _stop: oneshot::Sender<()>,
+}
+
+impl AdsRig {
+    /// Starts the server, then Envoy as node `node` speaking `mode`.
+    pub async fn start(mode: AdsMode, node: &str) -> Result<AdsRig, String> {
+        let cache = Arc::new(SnapshotCache::new());
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| format!("binding the xds server: {e}"))?;
+        let xds_port = listener
+            .local_addr()
+            .map_err(|e| format!("xds server address: {e}"))?
+            .port();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(doppel_engine::xds::serve(
+            listener,
+            Arc::clone(&cache),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let bootstrap = render_ads_bootstrap(xds_port, mode)?;
+        let envoy = Envoy::start(&bootstrap, node).await?;
+        Ok(AdsRig {
+            cache,
+            node: node.to_owned(),
+            envoy,
+            _stop: stop,
+        })
+    }
+
+    /// Waits (at most [`XDS_WAIT`]) until the node's status satisfies `done`; panics with the
+    /// status and Envoy's log otherwise.
+    pub async fn wait_status(
+        &self,
+        what: &str,
+        done: impl FnMut(&NodeStatus) -> bool,
+    ) -> NodeStatus {
+        match tokio::time::timeout(XDS_WAIT, self.cache.wait_status(&self.node, done)).await {
+            Ok(status) => status,
+            Err(_) => panic!(
+                "timed out waiting for {what}; status {:?}\nenvoy log:\n{}",
+                self.cache.status(&self.node),
+                self.envoy.log_tail()
+            ),
+        }
+    }
 }
 
 /// A running Envoy; killed when dropped.
@@ -147,11 +210,14 @@ impl Envoy {
 
     /// GETs an admin path; returns the body.
     pub async fn admin(&self, path: &str) -> Result<String, String> {
-        let (status, body) = http_get(self.admin, path).await?;
-        if status != 200 {
-            return Err(format!("admin {path}: status {status}: {body}"));
+        let reply = http_get(self.admin, path).await?;
+        if reply.status != 200 {
+            return Err(format!(
+                "admin {path}: status {}: {}",
+                reply.status, reply.body
+            ));
         }
-        Ok(body)
+        Ok(reply.body)
     }
 
     /// The address a named listener is bound to (listeners from LDS bind port 0).
@@ -276,8 +342,26 @@ impl Drop for Upstream {
     }
 }
 
-/// One HTTP/1.1 GET on a fresh connection: the status and the body.
-pub async fn http_get(address: SocketAddr, path: &str) -> Result<(u16, String), String> {
+/// An HTTP answer.
+#[derive(Debug)]
+pub struct Reply {
+    /// The status code.
+    pub status: u16,
+    /// The response headers.
+    pub headers: hyper::HeaderMap,
+    /// The body, as text.
+    pub body: String,
+}
+
+impl Reply {
+    /// A header's value as text, if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// One HTTP/1.1 GET on a fresh connection.
+pub async fn http_get(address: SocketAddr, path: &str) -> Result<Reply, String> {
     let stream = TcpStream::connect(address)
         .await
         .map_err(|e| format!("connecting to {address}: {e}"))?;
@@ -294,11 +378,16 @@ pub async fn http_get(address: SocketAddr, path: &str) -> Result<(u16, String), 
         .await
         .map_err(|e| format!("GET {path} on {address}: {e}"))?;
     let status = response.status().as_u16();
+    let headers = response.headers().clone();
     let body = response
         .into_body()
         .collect()
         .await
         .map_err(|e| format!("body of {path}: {e}"))?
         .to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    Ok(Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
 }

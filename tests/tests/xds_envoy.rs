@@ -3,27 +3,20 @@
 //! the rejection visible in the cache status and in Envoy's own stats. Both SotW and delta.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use doppel_engine::xds::build::{eds_cluster, endpoints, http_listener, weighted_route};
-use doppel_engine::xds::{NodeStatus, ResourceType, Snapshot, SnapshotCache};
-use doppel_tests::xds_support::{AdsMode, Envoy, Upstream, http_get, render_ads_bootstrap};
+use doppel_engine::xds::{NodeStatus, ResourceType, Snapshot};
+use doppel_tests::xds_support::{AdsMode, AdsRig, Upstream, XDS_WAIT, http_get};
 use envoy_types::pb::google::protobuf::Duration as PbDuration;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
 const LISTENER: &str = "ingress";
 const ROUTES: &str = "ingress_routes";
-const WAIT: Duration = Duration::from_secs(20);
 
 struct Rig {
-    cache: Arc<SnapshotCache>,
-    node: String,
+    ads: AdsRig,
     primary: Upstream,
     shadow: Upstream,
-    envoy: Envoy,
-    _stop: oneshot::Sender<()>,
 }
 
 fn snapshot(
@@ -54,43 +47,19 @@ impl Rig {
     async fn start(mode: AdsMode) -> Rig {
         let primary = Upstream::start("primary").await.expect("primary upstream");
         let shadow = Upstream::start("shadow").await.expect("shadow upstream");
-        let cache = Arc::new(SnapshotCache::new());
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind xds");
-        let xds_port = listener.local_addr().expect("xds address").port();
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(doppel_engine::xds::serve(
-            listener,
-            Arc::clone(&cache),
-            async {
-                let _ = stopped.await;
-            },
-        ));
         let node = format!("xds-test-{mode:?}").to_lowercase();
-        let bootstrap = render_ads_bootstrap(xds_port, mode).expect("bootstrap renders");
-        let envoy = Envoy::start(&bootstrap, &node).await.expect("envoy starts");
+        let ads = AdsRig::start(mode, &node)
+            .await
+            .expect("xds server and envoy start");
         Rig {
-            cache,
-            node,
+            ads,
             primary,
             shadow,
-            envoy,
-            _stop: stop,
         }
     }
 
     fn upstreams(&self) -> (SocketAddr, SocketAddr) {
         (self.primary.address, self.shadow.address)
-    }
-
-    async fn wait_status(&self, what: &str, done: impl FnMut(&NodeStatus) -> bool) -> NodeStatus {
-        match tokio::time::timeout(WAIT, self.cache.wait_status(&self.node, done)).await {
-            Ok(status) => status,
-            Err(_) => panic!(
-                "timed out waiting for {what}; status {:?}\nenvoy log:\n{}",
-                self.cache.status(&self.node),
-                self.envoy.log_tail()
-            ),
-        }
     }
 
     /// Waits until Envoy's config dump shows these weights, then lets workers catch up.
@@ -99,16 +68,16 @@ impl Rig {
             ("primary".to_owned(), primary),
             ("shadow".to_owned(), shadow),
         ];
-        let deadline = tokio::time::Instant::now() + WAIT;
+        let deadline = tokio::time::Instant::now() + XDS_WAIT;
         loop {
-            let weights = self.envoy.route_weights().await.expect("config dump");
+            let weights = self.ads.envoy.route_weights().await.expect("config dump");
             if weights == want {
                 break;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "config dump shows {weights:?}, want {want:?}\n{}",
-                self.envoy.log_tail()
+                self.ads.envoy.log_tail()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -118,16 +87,17 @@ impl Rig {
     /// Sends `n` requests through Envoy; returns the (primary, shadow) hits they caused.
     async fn traffic(&self, n: u64) -> (u64, u64) {
         let address = self
+            .ads
             .envoy
             .listener_address(LISTENER)
             .await
             .expect("listener bound");
         let before = (self.primary.hits(), self.shadow.hits());
         for i in 0..n {
-            let (status, body) = http_get(address, &format!("/r/{i}"))
+            let reply = http_get(address, &format!("/r/{i}"))
                 .await
                 .expect("request through envoy");
-            assert_eq!(status, 200, "request {i} answered {status}: {body}");
+            assert_eq!(reply.status, 200, "request {i} answered {reply:?}");
         }
         let hits = (
             self.primary.hits() - before.0,
@@ -144,27 +114,31 @@ fn acked(status: &NodeStatus, kind: ResourceType) -> Option<u64> {
 
 async fn weights_then_nack_then_recovery(mode: AdsMode) {
     let rig = Rig::start(mode).await;
-    let node = rig.node.clone();
+    let node = rig.ads.node.clone();
 
     // v1: everything to the primary.
-    rig.cache
+    rig.ads
+        .cache
         .set_snapshot(&node, snapshot(1, (100, 0), rig.upstreams()))
         .expect("v1 consistent");
-    rig.wait_status("v1 acknowledged", |s| {
-        ResourceType::ALL
-            .iter()
-            .filter(|k| **k != ResourceType::ExtensionConfig)
-            .all(|k| acked(s, *k) == Some(1))
-    })
-    .await;
+    rig.ads
+        .wait_status("v1 acknowledged", |s| {
+            ResourceType::ALL
+                .iter()
+                .filter(|k| **k != ResourceType::ExtensionConfig)
+                .all(|k| acked(s, *k) == Some(1))
+        })
+        .await;
     rig.wait_weights(100, 0).await;
     assert_eq!(rig.traffic(40).await, (40, 0));
 
     // v2: half and half. Only the routes changed, so only RDS moves to version 2.
-    rig.cache
+    rig.ads
+        .cache
         .set_snapshot(&node, snapshot(2, (50, 50), rig.upstreams()))
         .expect("v2 consistent");
     let status = rig
+        .ads
         .wait_status("v2 routes acknowledged", |s| {
             acked(s, ResourceType::Route) == Some(2)
         })
@@ -184,6 +158,7 @@ async fn weights_then_nack_then_recovery(mode: AdsMode) {
     // v3: the shadow cluster gets a connect timeout Envoy refuses. The snapshot is consistent
     // (every reference resolves), so the cache serves it and Envoy NACKs it.
     let rejected_before = rig
+        .ads
         .envoy
         .stat("cluster_manager.cds.update_rejected")
         .await
@@ -207,10 +182,12 @@ async fn weights_then_nack_then_recovery(mode: AdsMode) {
         .route(&weighted_route(ROUTES, &[("primary", 50), ("shadow", 50)]))
         .build()
         .expect("v3 builds");
-    rig.cache
+    rig.ads
+        .cache
         .set_snapshot(&node, bad_snapshot)
         .expect("v3 consistent");
     let status = rig
+        .ads
         .wait_status("v3 clusters rejected", |s| {
             s.of(ResourceType::Cluster).nacked.is_some()
         })
@@ -226,6 +203,7 @@ async fn weights_then_nack_then_recovery(mode: AdsMode) {
     assert!(cds.is_rejecting());
     assert_eq!(cds.acked, Some(1), "Envoy stays on the last good clusters");
     let rejected_after = rig
+        .ads
         .envoy
         .stat("cluster_manager.cds.update_rejected")
         .await
@@ -242,9 +220,10 @@ async fn weights_then_nack_then_recovery(mode: AdsMode) {
     );
 
     // The cache serves the last good clusters again, under a new version; Envoy takes them.
-    let restored = rig.cache.restore_last_good(&node).expect("restore");
+    let restored = rig.ads.cache.restore_last_good(&node).expect("restore");
     assert_eq!(restored, 4);
     let status = rig
+        .ads
         .wait_status("restored clusters acknowledged", |s| {
             acked(s, ResourceType::Cluster) == Some(4)
         })
@@ -252,13 +231,15 @@ async fn weights_then_nack_then_recovery(mode: AdsMode) {
     assert!(!status.of(ResourceType::Cluster).is_rejecting());
 
     // v5: everything to the shadow.
-    rig.cache
+    rig.ads
+        .cache
         .set_snapshot(&node, snapshot(5, (0, 100), rig.upstreams()))
         .expect("v5 consistent");
-    rig.wait_status("v5 routes acknowledged", |s| {
-        acked(s, ResourceType::Route) == Some(5)
-    })
-    .await;
+    rig.ads
+        .wait_status("v5 routes acknowledged", |s| {
+            acked(s, ResourceType::Route) == Some(5)
+        })
+        .await;
     rig.wait_weights(0, 100).await;
     assert_eq!(rig.traffic(40).await, (0, 40));
 }
