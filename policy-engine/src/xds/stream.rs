@@ -291,3 +291,63 @@ pub(crate) async fn run<P: Protocol>(
     }
     tracing::info!(node = %state.node, protocol = P::NAME, "xds stream closed");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(subscribe: &[&str], unsubscribe: &[&str]) -> Interest {
+        Interest::Change {
+            subscribe: subscribe.iter().map(|s| (*s).to_owned()).collect(),
+            unsubscribe: unsubscribe.iter().map(|s| (*s).to_owned()).collect(),
+            held: HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn empty_sotw_names_mean_everything_only_for_cds_and_lds() {
+        let mut cds = Subscription::new(ResourceType::Cluster);
+        cds.apply(Interest::Replace(Vec::new()));
+        assert!(cds.wildcard && cds.changed);
+        let mut rds = Subscription::new(ResourceType::Route);
+        rds.apply(Interest::Replace(Vec::new()));
+        assert!(!rds.wildcard);
+        rds.apply(Interest::Replace(vec!["*".into(), "a".into()]));
+        assert!(rds.wildcard);
+        assert_eq!(rds.names.iter().collect::<Vec<_>>(), ["a"]);
+    }
+
+    #[test]
+    fn an_unchanged_sotw_request_changes_nothing() {
+        let mut eds = Subscription::new(ResourceType::Endpoint);
+        eds.apply(Interest::Replace(vec!["a".into(), "b".into()]));
+        eds.changed = false;
+        eds.apply(Interest::Replace(vec!["b".into(), "a".into()]));
+        assert!(!eds.changed, "same names in another order");
+        eds.apply(Interest::Replace(vec!["a".into()]));
+        assert!(eds.changed);
+    }
+
+    #[test]
+    fn delta_legacy_wildcard_explicit_wildcard_and_unsubscribe() {
+        let mut lds = Subscription::new(ResourceType::Listener);
+        lds.apply(change(&[], &[]));
+        assert!(lds.wildcard, "a first request naming nothing");
+        lds.apply(change(&[], &["*"]));
+        assert!(!lds.wildcard);
+
+        let mut rds = Subscription::new(ResourceType::Route);
+        rds.apply(change(&[], &[]));
+        assert!(!rds.wildcard, "RDS is never a legacy wildcard");
+        rds.apply(change(&["a", "b"], &[]));
+        rds.held.insert("b".into(), "v1".into());
+        rds.apply(change(&[], &["b"]));
+        assert_eq!(rds.names.iter().collect::<Vec<_>>(), ["a"]);
+        assert!(
+            !rds.held.contains_key("b"),
+            "an unsubscribed name is forgotten"
+        );
+        rds.apply(change(&["*"], &[]));
+        assert!(rds.wildcard);
+    }
+}
