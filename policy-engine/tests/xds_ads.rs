@@ -475,3 +475,41 @@ async fn xds_push_reaches_1000_streams() {
             .await;
     }
 }
+
+#[tokio::test]
+async fn xds_serve_ends_open_streams_and_returns_on_shutdown() {
+    let cache = Arc::new(SnapshotCache::new());
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(doppel_engine::xds::serve(
+        listener,
+        Arc::clone(&cache),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    cache
+        .set_snapshot("envoy-4", clusters_only(1, 1, true))
+        .expect("v1");
+    let mut stream = Sotw::open(&mut client(address).await).await;
+    stream
+        .subscribe("envoy-4", ResourceType::Cluster, &[])
+        .await;
+    let v1 = stream.next().await;
+    stream.answer(&v1, &[], None).await;
+
+    stop.send(()).expect("server running");
+    let ended = tokio::time::timeout(WAIT, stream.responses.message())
+        .await
+        .expect("the stream ends in time");
+    let status = ended.expect_err("ended with a status");
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    tokio::time::timeout(WAIT, server)
+        .await
+        .expect("serve returns in time")
+        .expect("joined")
+        .expect("clean shutdown");
+    let status = cache.status("envoy-4").expect("known node");
+    assert_eq!(status.streams, 0);
+}

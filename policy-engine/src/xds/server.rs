@@ -11,7 +11,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -26,12 +26,14 @@ const STREAM_BUFFER: usize = 16;
 #[derive(Debug, Clone)]
 pub struct AdsService {
     cache: Arc<SnapshotCache>,
+    closing: watch::Receiver<bool>,
 }
 
 impl AdsService {
-    /// A service serving `cache`'s snapshots.
-    pub fn new(cache: Arc<SnapshotCache>) -> AdsService {
-        AdsService { cache }
+    /// A service serving `cache`'s snapshots; its streams end when `closing` turns true
+    /// (ADS streams never end on their own, so a graceful shutdown needs them to).
+    pub fn new(cache: Arc<SnapshotCache>, closing: watch::Receiver<bool>) -> AdsService {
+        AdsService { cache, closing }
     }
 
     /// The tonic server wrapping this service, to add to a `tonic::transport::Server`.
@@ -47,7 +49,12 @@ impl AdsService {
         Streaming<P::Request>: Send,
     {
         let (out, responses) = mpsc::channel(STREAM_BUFFER);
-        tokio::spawn(stream::run::<P>(Arc::clone(&self.cache), requests, out));
+        tokio::spawn(stream::run::<P>(
+            Arc::clone(&self.cache),
+            requests,
+            out,
+            self.closing.clone(),
+        ));
         ReceiverStream::new(responses)
     }
 }
@@ -72,7 +79,8 @@ impl AggregatedDiscoveryService for AdsService {
     }
 }
 
-/// Serves ADS for `cache` on `listener` until `shutdown` completes.
+/// Serves ADS for `cache` on `listener` until `shutdown` completes; then ends every stream
+/// (Envoy keeps its config and reconnects) and returns.
 pub async fn serve(
     listener: TcpListener,
     cache: Arc<SnapshotCache>,
@@ -81,8 +89,14 @@ pub async fn serve(
     if let Ok(address) = listener.local_addr() {
         tracing::info!(%address, "xds server listening");
     }
+    let (closing, closed) = watch::channel(false);
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("xds server shutting down");
+        closing.send_replace(true);
+    };
     tonic::transport::Server::builder()
-        .add_service(AdsService::new(cache).into_server())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .add_service(AdsService::new(cache, closed).into_server())
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
         .await
 }

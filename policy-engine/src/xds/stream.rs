@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 
@@ -237,8 +237,32 @@ impl StreamState {
     }
 }
 
-/// Serves one ADS stream until the client or the cache goes away.
+/// Serves one ADS stream until the client goes away or `closing` turns true; then ends it
+/// with `UNAVAILABLE` (Envoy keeps its config and reconnects).
 pub(crate) async fn run<P: Protocol>(
+    cache: Arc<SnapshotCache>,
+    requests: impl Stream<Item = Result<P::Request, Status>> + Unpin,
+    out: mpsc::Sender<Result<P::Response, Status>>,
+    closing: watch::Receiver<bool>,
+) {
+    let farewell = out.clone();
+    tokio::select! {
+        () = serve_stream::<P>(cache, requests, out) => {}
+        () = until_closing(closing) => {
+            let status = Status::unavailable("doppel's xds server is shutting down");
+            let _ = farewell.send(Err(status)).await;
+        }
+    }
+}
+
+/// Completes when `closing` turns true; never, if its sender is gone without that.
+async fn until_closing(mut closing: watch::Receiver<bool>) {
+    if closing.wait_for(|closing| *closing).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+async fn serve_stream<P: Protocol>(
     cache: Arc<SnapshotCache>,
     mut requests: impl Stream<Item = Result<P::Request, Status>> + Unpin,
     out: mpsc::Sender<Result<P::Response, Status>>,
