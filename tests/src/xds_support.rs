@@ -78,7 +78,27 @@ pub struct AdsRig {
     pub node: String,
     /// The Envoy.
     pub envoy: Envoy,
-    _stop: oneshot::Sender<()>,
+    xds_port: u16,
+    server: Option<XdsServer>,
+}
+
+/// A running ADS server: its stop signal and its task.
+struct XdsServer {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn start_xds(listener: TcpListener, cache: &Arc<SnapshotCache>) -> XdsServer {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let serve = doppel_engine::xds::serve(listener, Arc::clone(cache), async {
+        let _ = stopped.await;
+    });
+    let task = tokio::spawn(async move {
+        if let Err(error) = serve.await {
+            eprintln!("xds server failed: {error}");
+        }
+    });
+    XdsServer { stop, task }
 }
 
 impl AdsRig {
@@ -92,22 +112,35 @@ impl AdsRig {
             .local_addr()
             .map_err(|e| format!("xds server address: {e}"))?
             .port();
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(doppel_engine::xds::serve(
-            listener,
-            Arc::clone(&cache),
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        let server = start_xds(listener, &cache);
         let bootstrap = render_ads_bootstrap(xds_port, mode)?;
         let envoy = Envoy::start(&bootstrap, node).await?;
         Ok(AdsRig {
             cache,
             node: node.to_owned(),
             envoy,
-            _stop: stop,
+            xds_port,
+            server: Some(server),
         })
+    }
+
+    /// Stops the ADS server (as an engine going away would) and waits until it is gone.
+    pub async fn stop_xds(&mut self) {
+        if let Some(server) = self.server.take() {
+            let _ = server.stop.send(());
+            let _ = server.task.await;
+        }
+    }
+
+    /// Starts a fresh ADS server, with an empty cache, on the same port; returns its cache.
+    pub async fn restart_xds(&mut self) -> Result<Arc<SnapshotCache>, String> {
+        self.stop_xds().await;
+        let listener = TcpListener::bind(("127.0.0.1", self.xds_port))
+            .await
+            .map_err(|e| format!("rebinding the xds server on {}: {e}", self.xds_port))?;
+        self.cache = Arc::new(SnapshotCache::new());
+        self.server = Some(start_xds(listener, &self.cache));
+        Ok(Arc::clone(&self.cache))
     }
 
     /// Waits (at most [`XDS_WAIT`]) until the node's status satisfies `done`; panics with the
@@ -362,6 +395,15 @@ impl Reply {
 
 /// One HTTP/1.1 GET on a fresh connection.
 pub async fn http_get(address: SocketAddr, path: &str) -> Result<Reply, String> {
+    http_get_with(address, path, &[]).await
+}
+
+/// One HTTP/1.1 GET on a fresh connection, with extra request headers.
+pub async fn http_get_with(
+    address: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Reply, String> {
     let stream = TcpStream::connect(address)
         .await
         .map_err(|e| format!("connecting to {address}: {e}"))?;
@@ -369,8 +411,11 @@ pub async fn http_get(address: SocketAddr, path: &str) -> Result<Reply, String> 
         .await
         .map_err(|e| format!("handshake with {address}: {e}"))?;
     tokio::spawn(connection);
-    let request = hyper::Request::get(path)
-        .header("host", "doppel.test")
+    let mut request = hyper::Request::get(path).header("host", "doppel.test");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
         .body(http_body_util::Empty::<Bytes>::new())
         .map_err(|e| format!("request {path}: {e}"))?;
     let response = sender

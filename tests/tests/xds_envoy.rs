@@ -5,13 +5,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use doppel_engine::xds::build::{eds_cluster, endpoints, http_listener, weighted_route};
+use doppel_engine::xds::build::{eds_cluster, endpoints, http_listener, variant_route};
 use doppel_engine::xds::{NodeStatus, ResourceType, Snapshot};
-use doppel_tests::xds_support::{AdsMode, AdsRig, Upstream, XDS_WAIT, http_get};
+use doppel_tests::xds_support::{AdsMode, AdsRig, Upstream, XDS_WAIT, http_get_with};
 use envoy_types::pb::google::protobuf::Duration as PbDuration;
 
 const LISTENER: &str = "ingress";
 const ROUTES: &str = "ingress_routes";
+const VARIANT_HEADER: &str = "x-doppel-variant";
 
 struct Rig {
     ads: AdsRig,
@@ -35,8 +36,10 @@ fn snapshot(
             ROUTES,
             Vec::new(),
         ))
-        .route(&weighted_route(
+        .route(&variant_route(
             ROUTES,
+            VARIANT_HEADER,
+            "shadow",
             &[("primary", weights.0), ("shadow", weights.1)],
         ))
         .build()
@@ -84,8 +87,30 @@ impl Rig {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    /// Waits until Envoy's stat `name` reads `value`.
+    async fn wait_stat(&self, name: &str, value: u64) {
+        let deadline = tokio::time::Instant::now() + XDS_WAIT;
+        loop {
+            let now = self.ads.envoy.stat(name).await.expect("stats");
+            if now == value {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} stays {now}, want {value}\n{}",
+                self.ads.envoy.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Sends `n` requests through Envoy; returns the (primary, shadow) hits they caused.
     async fn traffic(&self, n: u64) -> (u64, u64) {
+        self.traffic_with(n, &[]).await
+    }
+
+    /// Sends `n` requests with `headers` through Envoy; returns the (primary, shadow) hits.
+    async fn traffic_with(&self, n: u64, headers: &[(&str, &str)]) -> (u64, u64) {
         let address = self
             .ads
             .envoy
@@ -94,7 +119,7 @@ impl Rig {
             .expect("listener bound");
         let before = (self.primary.hits(), self.shadow.hits());
         for i in 0..n {
-            let reply = http_get(address, &format!("/r/{i}"))
+            let reply = http_get_with(address, &format!("/r/{i}"), headers)
                 .await
                 .expect("request through envoy");
             assert_eq!(reply.status, 200, "request {i} answered {reply:?}");
@@ -131,6 +156,11 @@ async fn weights_then_nack_then_recovery(mode: AdsMode) {
         .await;
     rig.wait_weights(100, 0).await;
     assert_eq!(rig.traffic(40).await, (40, 0));
+    // Requests the filter marked for the shadow take the variant-header route.
+    assert_eq!(
+        rig.traffic_with(10, &[(VARIANT_HEADER, "shadow")]).await,
+        (0, 10)
+    );
 
     // v2: half and half. Only the routes changed, so only RDS moves to version 2.
     rig.ads
@@ -179,7 +209,12 @@ async fn weights_then_nack_then_recovery(mode: AdsMode) {
             ROUTES,
             Vec::new(),
         ))
-        .route(&weighted_route(ROUTES, &[("primary", 50), ("shadow", 50)]))
+        .route(&variant_route(
+            ROUTES,
+            VARIANT_HEADER,
+            "shadow",
+            &[("primary", 50), ("shadow", 50)],
+        ))
         .build()
         .expect("v3 builds");
     rig.ads
@@ -252,4 +287,58 @@ async fn xds_sotw_envoy_follows_weights_and_survives_a_nack() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xds_delta_envoy_follows_weights_and_survives_a_nack() {
     weights_then_nack_then_recovery(AdsMode::Delta).await;
+}
+
+/// Envoy keeps serving its last config while the engine is away, reconnects to a restarted
+/// engine that serves the same snapshot version, and then takes new pushes.
+async fn survives_an_engine_restart(mode: AdsMode) {
+    let mut rig = Rig::start(mode).await;
+    let node = rig.ads.node.clone();
+    rig.ads
+        .cache
+        .set_snapshot(&node, snapshot(7, (50, 50), rig.upstreams()))
+        .expect("v7 consistent");
+    rig.ads
+        .wait_status("v7 routes acknowledged", |s| {
+            s.of(ResourceType::Route).acked == Some(7)
+        })
+        .await;
+    rig.wait_weights(50, 50).await;
+
+    rig.ads.stop_xds().await;
+    rig.wait_stat("control_plane.connected_state", 0).await;
+    let (primary, shadow) = rig.traffic(100).await;
+    assert!(
+        primary >= 25 && shadow >= 25,
+        "without the engine, 50/50 served {primary}/{shadow}"
+    );
+
+    let cache = rig.ads.restart_xds().await.expect("restart");
+    cache
+        .set_snapshot(&node, snapshot(7, (50, 50), rig.upstreams()))
+        .expect("v7 again");
+    rig.ads
+        .wait_status("envoy reconnected", |s| s.streams == 1)
+        .await;
+    rig.wait_stat("control_plane.connected_state", 1).await;
+    cache
+        .set_snapshot(&node, snapshot(8, (0, 100), rig.upstreams()))
+        .expect("v8 consistent");
+    rig.ads
+        .wait_status("v8 routes acknowledged", |s| {
+            s.of(ResourceType::Route).acked == Some(8)
+        })
+        .await;
+    rig.wait_weights(0, 100).await;
+    assert_eq!(rig.traffic(40).await, (0, 40));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xds_sotw_envoy_survives_an_engine_restart() {
+    survives_an_engine_restart(AdsMode::Sotw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xds_delta_envoy_survives_an_engine_restart() {
+    survives_an_engine_restart(AdsMode::Delta).await;
 }

@@ -1,5 +1,6 @@
 //! Constructors for the Envoy resources a snapshot usually holds: an EDS cluster, its endpoints,
-//! an HTTP listener taking its routes over RDS, a weighted route, a filter configured over ECDS.
+//! an HTTP listener taking its routes over RDS, weighted and variant-header routes, a filter
+//! configured over ECDS.
 //! They build plain envoy-types structs; callers may change any field before adding them.
 
 use std::net::SocketAddr;
@@ -21,17 +22,20 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
 };
 use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
+use envoy_types::pb::envoy::config::route::v3::header_matcher::HeaderMatchSpecifier;
 use envoy_types::pb::envoy::config::route::v3::route::Action;
 use envoy_types::pb::envoy::config::route::v3::route_action::ClusterSpecifier;
 use envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier;
 use envoy_types::pb::envoy::config::route::v3::weighted_cluster::ClusterWeight;
 use envoy_types::pb::envoy::config::route::v3::{
-    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster,
+    HeaderMatcher, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster,
 };
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter, Rds, http_connection_manager::RouteSpecifier, http_filter,
 };
+use envoy_types::pb::envoy::r#type::matcher::v3::StringMatcher;
+use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration, UInt32Value};
 use prost::{Message, Name};
 
@@ -167,6 +171,40 @@ pub fn http_listener(
 
 /// A route configuration sending every request, any host, to `weights` (cluster, weight).
 pub fn weighted_route(name: &str, weights: &[(&str, u32)]) -> RouteConfiguration {
+    route_config(name, vec![weighted(weights)])
+}
+
+/// The split route: a request whose `variant_header` is `shadow` (the filter sets it on the
+/// requests it chose) goes to cluster `shadow`; every other request goes to `weights`.
+pub fn variant_route(
+    name: &str,
+    variant_header: &str,
+    shadow: &str,
+    weights: &[(&str, u32)],
+) -> RouteConfiguration {
+    let to_shadow = Route {
+        r#match: Some(RouteMatch {
+            path_specifier: Some(PathSpecifier::Prefix("/".to_owned())),
+            headers: vec![HeaderMatcher {
+                name: variant_header.to_owned(),
+                header_match_specifier: Some(HeaderMatchSpecifier::StringMatch(StringMatcher {
+                    match_pattern: Some(MatchPattern::Exact("shadow".to_owned())),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        action: Some(Action::Route(RouteAction {
+            cluster_specifier: Some(ClusterSpecifier::Cluster(shadow.to_owned())),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    route_config(name, vec![to_shadow, weighted(weights)])
+}
+
+fn weighted(weights: &[(&str, u32)]) -> Route {
     let clusters = weights
         .iter()
         .map(|(cluster, weight)| ClusterWeight {
@@ -175,25 +213,29 @@ pub fn weighted_route(name: &str, weights: &[(&str, u32)]) -> RouteConfiguration
             ..Default::default()
         })
         .collect();
+    Route {
+        r#match: Some(RouteMatch {
+            path_specifier: Some(PathSpecifier::Prefix("/".to_owned())),
+            ..Default::default()
+        }),
+        action: Some(Action::Route(RouteAction {
+            cluster_specifier: Some(ClusterSpecifier::WeightedClusters(WeightedCluster {
+                clusters,
+                ..Default::default()
+            })),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+fn route_config(name: &str, routes: Vec<Route>) -> RouteConfiguration {
     RouteConfiguration {
         name: name.to_owned(),
         virtual_hosts: vec![VirtualHost {
             name: name.to_owned(),
             domains: vec!["*".to_owned()],
-            routes: vec![Route {
-                r#match: Some(RouteMatch {
-                    path_specifier: Some(PathSpecifier::Prefix("/".to_owned())),
-                    ..Default::default()
-                }),
-                action: Some(Action::Route(RouteAction {
-                    cluster_specifier: Some(ClusterSpecifier::WeightedClusters(WeightedCluster {
-                        clusters,
-                        ..Default::default()
-                    })),
-                    ..Default::default()
-                })),
-                ..Default::default()
-            }],
+            routes,
             ..Default::default()
         }],
         ..Default::default()
