@@ -13,6 +13,33 @@
 //! `stream` is the one stream loop; `protocol` its two wire variants; `server` the gRPC service
 //! and [`serve`].
 //!
+//! ```
+//! use std::net::SocketAddr;
+//! use std::time::Duration;
+//! use doppel_engine::xds::build::{eds_cluster, endpoints, weighted_route};
+//! use doppel_engine::xds::{Snapshot, SnapshotCache};
+//!
+//! let cache = SnapshotCache::new();
+//! let upstream = SocketAddr::from(([127, 0, 0, 1], 8080));
+//! let split = weighted_route("routes", &[("primary", 90), ("shadow", 10)]);
+//! let snapshot = |version| {
+//!     Snapshot::builder(version)
+//!         .cluster(&eds_cluster("primary", Duration::from_secs(1)))
+//!         .endpoints(&endpoints("primary", &[upstream]))
+//!         .route(&split)
+//! };
+//! // The route sends traffic to `shadow`, which the snapshot lacks: refused, nothing served.
+//! let error = cache.set_snapshot("envoy-1", snapshot(1).build()?).unwrap_err();
+//! assert_eq!(error.code(), "dangling_reference");
+//! let complete = snapshot(1)
+//!     .cluster(&eds_cluster("shadow", Duration::from_secs(1)))
+//!     .endpoints(&endpoints("shadow", &[upstream]))
+//!     .build()?;
+//! cache.set_snapshot("envoy-1", complete)?;
+//! assert_eq!(cache.status("envoy-1").and_then(|s| s.version), Some(1));
+//! # Ok::<(), doppel_engine::xds::SnapshotError>(())
+//! ```
+//!
 //! Deliberate shortcuts: a resource is packed once and its bytes are copied into each stream's
 //! response (no shared pre-encoded response); removed clusters are removed in the same push as
 //! the routes that stopped using them (no delayed cleanup).
