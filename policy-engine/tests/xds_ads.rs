@@ -72,21 +72,6 @@ fn clusters_only(version: u64, shadow_timeout_s: u64, with_shadow: bool) -> Snap
     builder.build().expect("builds")
 }
 
-fn full(version: u64, shadow_weight: u32) -> Snapshot {
-    Snapshot::builder(version)
-        .cluster(&eds_cluster("primary", Duration::from_secs(1)))
-        .cluster(&eds_cluster("shadow", Duration::from_secs(1)))
-        .endpoints(&endpoints("primary", &[upstream()]))
-        .endpoints(&endpoints("shadow", &[upstream()]))
-        .listener(&http_listener("ingress", upstream(), "routes", Vec::new()))
-        .route(&weighted_route(
-            "routes",
-            &[("primary", 100 - shadow_weight), ("shadow", shadow_weight)],
-        ))
-        .build()
-        .expect("builds")
-}
-
 /// A state-of-the-world stream: a request sender and the response stream.
 struct Sotw {
     requests: mpsc::Sender<DiscoveryRequest>,
@@ -232,34 +217,70 @@ async fn xds_sotw_records_ack_and_nack_and_restores_the_last_good_version() {
     assert!(!status.of(ResourceType::Cluster).is_rejecting());
 }
 
+/// A snapshot where every type differs with `version`.
+fn all_types_at(version: u64) -> Snapshot {
+    let port = u16::try_from(version).expect("small version");
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    let timeout = Duration::from_secs(version);
+    Snapshot::builder(version)
+        .cluster(&eds_cluster("primary", timeout))
+        .cluster(&eds_cluster("shadow", timeout))
+        .endpoints(&endpoints("primary", &[address]))
+        .endpoints(&endpoints("shadow", &[address]))
+        .listener(&http_listener("ingress", address, "routes", Vec::new()))
+        .route(&weighted_route(
+            "routes",
+            &[("primary", 100), ("shadow", u32::from(port))],
+        ))
+        .build()
+        .expect("builds")
+}
+
 #[tokio::test]
 async fn xds_sotw_pushes_in_warming_order_and_one_response_per_type_in_flight() {
     let server = server().await;
-    let mut stream = Sotw::open(&mut client(server.address).await).await;
-    // Subscribed in reverse warming order, before any snapshot exists.
-    stream
-        .subscribe("envoy-2", ResourceType::Route, &["routes"])
-        .await;
-    stream
-        .subscribe("envoy-2", ResourceType::Listener, &[])
-        .await;
-    stream
-        .subscribe("envoy-2", ResourceType::Endpoint, &["primary", "shadow"])
-        .await;
-    stream
-        .subscribe("envoy-2", ResourceType::Cluster, &[])
-        .await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
     server
         .cache
-        .set_snapshot("envoy-2", full(1, 0))
+        .set_snapshot("envoy-2", all_types_at(1))
         .expect("v1");
+    let mut stream = Sotw::open(&mut client(server.address).await).await;
+    // Subscribed in reverse warming order; each is answered and acknowledged.
+    let subscriptions: [(ResourceType, &[&str]); 4] = [
+        (ResourceType::Route, &["routes"]),
+        (ResourceType::Listener, &[]),
+        (ResourceType::Endpoint, &["primary", "shadow"]),
+        (ResourceType::Cluster, &[]),
+    ];
+    for (kind, names) in subscriptions {
+        stream.subscribe("envoy-2", kind, names).await;
+        let response = stream.next().await;
+        assert_eq!(response.type_url, kind.type_url());
+        assert_eq!(response.version_info, "1");
+        stream.answer(&response, names, None).await;
+    }
+    server
+        .cache
+        .wait_status("envoy-2", |s| {
+            ResourceType::ALL[..4]
+                .iter()
+                .all(|kind| s.of(*kind).acked == Some(1))
+        })
+        .await;
+
+    // One snapshot changing every type: pushed CDS, EDS, LDS, RDS.
+    server
+        .cache
+        .set_snapshot("envoy-2", all_types_at(2))
+        .expect("v2");
     let mut order = Vec::new();
-    let mut first = Vec::new();
+    let mut routes = None;
     for _ in 0..4 {
         let response = stream.next().await;
-        order.push(ResourceType::from_type_url(&response.type_url).expect("known type"));
-        first.push(response);
+        let kind = ResourceType::from_type_url(&response.type_url).expect("known type");
+        order.push(kind);
+        if kind == ResourceType::Route {
+            routes = Some(response);
+        }
     }
     assert_eq!(
         order,
@@ -271,21 +292,21 @@ async fn xds_sotw_pushes_in_warming_order_and_one_response_per_type_in_flight() 
         ]
     );
 
-    // Routes unacknowledged: newer routes wait, and coalesce into the newest.
+    // Nothing acknowledged yet: newer snapshots wait, and coalesce into the newest.
     server
         .cache
-        .set_snapshot("envoy-2", full(2, 10))
-        .expect("v2");
-    server
-        .cache
-        .set_snapshot("envoy-2", full(3, 20))
+        .set_snapshot("envoy-2", all_types_at(3))
         .expect("v3");
+    server
+        .cache
+        .set_snapshot("envoy-2", all_types_at(4))
+        .expect("v4");
     stream.nothing_within(Duration::from_millis(200)).await;
-    let routes = &first[3];
-    stream.answer(routes, &["routes"], None).await;
+    let routes = routes.expect("routes pushed");
+    stream.answer(&routes, &["routes"], None).await;
     let next = stream.next().await;
     assert_eq!(next.type_url, ResourceType::Route.type_url());
-    assert_eq!(next.version_info, "3", "v2 was skipped");
+    assert_eq!(next.version_info, "4", "v3 was skipped");
 }
 
 /// A delta stream.

@@ -189,8 +189,8 @@ impl SnapshotCache {
     }
 
     /// Serves again, under a new version, the last acknowledged content of every type `node`'s
-    /// Envoy is currently rejecting; types never acknowledged stay as they are. Returns the new
-    /// version.
+    /// Envoy is currently rejecting; types never acknowledged stay as they are (with nothing
+    /// rejected, only the version moves and nothing is pushed). Returns the new version.
     pub fn restore_last_good(&self, node: &str) -> Result<u64, SnapshotError> {
         self.with_entry(node, |entry| {
             let current = entry.current().ok_or_else(|| SnapshotError::UnknownNode {
