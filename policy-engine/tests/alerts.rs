@@ -472,3 +472,38 @@ fn starting_outside_a_runtime_is_an_error() {
         Err(AlertsError::NoRuntime)
     ));
 }
+
+/// The section embeds in a YAML policy as `alerts:`.
+#[test]
+fn the_config_reads_from_a_yaml_policy_section() {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Policy {
+        alerts: AlertsConfig,
+    }
+    let yaml = r#"
+alerts:
+  sinks:
+    - kind: slack
+      name: team-checkout
+      url: {env: SLACK_WEBHOOK_URL}
+    - kind: pagerduty
+      routing_key: {env: PD_ROUTING_KEY}
+      source: doppel-prod
+    - kind: json
+      url: http://audit.internal:8080/alerts
+      headers: {Authorization: {env: AUDIT_TOKEN}}
+  retry: {max_attempts: 4, initial_backoff_ms: 250}
+  request_timeout_ms: 3000
+  queue_capacity: 128
+"#;
+    let policy: Policy = serde_saphyr::from_str(yaml).expect("valid YAML section");
+    policy.alerts.validate().expect("valid alerts");
+    assert_eq!(policy.alerts.sinks.len(), 3);
+    assert_eq!(policy.alerts.retry.max_attempts, 4);
+    assert_eq!(policy.alerts.retry.max_backoff_ms, 30_000, "unset fields keep defaults");
+
+    let typo = yaml.replace("source:", "sauce:");
+    let err = serde_saphyr::from_str::<Policy>(&typo).err().expect("unknown field");
+    assert!(err.to_string().contains("sauce"), "{err}");
+}

@@ -389,3 +389,18 @@ fn host(id: &str, labels: &[(&str, &str)]) -> Host {
             .collect(),
     }
 }
+
+/// The section embeds in a YAML policy as `hosts:`.
+#[test]
+fn the_config_reads_from_a_yaml_policy_section() {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Policy {
+        hosts: HostSelectionConfig,
+    }
+    let yaml = "hosts:\n  inventory: inventory/checkout.yaml\n  size: 12\n  strata: [zone, hardware, os]\n  seed: 20261122\n";
+    let policy: Policy = serde_saphyr::from_str(yaml).expect("valid YAML section");
+    policy.hosts.validate().expect("valid");
+    assert_eq!(policy.hosts.strata, ["zone", "hardware", "os"]);
+    assert_eq!(policy.hosts.seed, 20261122);
+}

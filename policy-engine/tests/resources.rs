@@ -241,6 +241,23 @@ async fn per_variant_resources_come_from_a_real_prometheus() {
     assert!(close(p["cpu"], 0.2, 0.1), "primary cpu {}", p["cpu"]);
     assert!(close(s["cpu"], 0.9, 0.1), "shadow cpu {}", s["cpu"]);
 
+    // A policy rule over the CEL context decides from these numbers; missing ones are absent.
+    let mut context = cel::Context::default();
+    for (name, variant) in [("primary", &sample.primary), ("shadow", &sample.shadow)] {
+        context
+            .add_variable(name, json!({"resources": variant.values}))
+            .expect("context variable");
+    }
+    let rule = |expr: &str| {
+        cel::Program::compile(expr)
+            .unwrap_or_else(|e| panic!("{expr}: {e}"))
+            .execute(&context)
+            .unwrap_or_else(|e| panic!("{expr}: {e}"))
+    };
+    assert_eq!(rule("shadow.resources.cpu > 3.0 * primary.resources.cpu"), true.into());
+    assert_eq!(rule("shadow.resources.cpu > 2.0"), false.into());
+    assert_eq!(rule("has(shadow.resources.io)"), false.into(), "no data is not zero");
+
     for variant in [&sample.primary, &sample.shadow] {
         // Not exported at all: no data, not zero.
         assert_eq!(variant.missing.get("gc_seconds"), Some(&NoData::Empty));
@@ -349,4 +366,36 @@ fn bad_resource_configs_are_refused_naming_the_field() {
     let quote = refuse(json!({"prometheus": url, "variants": {"primary": "a\"b", "shadow": "s"}}));
     assert!(quote.contains("variants.primary"), "{quote}");
     assert!(refuse(json!({"prometheus": url, "defaults": false})).contains("no queries"));
+}
+
+/// The section embeds in a YAML policy as `resources:`.
+#[test]
+fn the_config_reads_from_a_yaml_policy_section() {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Policy {
+        resources: ResourcesConfig,
+    }
+    let yaml = r#"
+resources:
+  prometheus: http://prometheus.monitoring:9090
+  variants: {primary: checkout-v1, shadow: checkout-v2}
+  selector: 'namespace="shop", deployment="{{variant}}"'
+  window: 2m
+  queries:
+    open_fds: 'sum(process_open_fds{ {{selector}} })'
+  timeout_ms: 1500
+"#;
+    let policy: Policy = serde_saphyr::from_str(yaml).expect("valid YAML section");
+    policy.resources.validate().expect("valid");
+    let shadow = policy.resources.queries_for(doppel_filter::names::Variant::Shadow);
+    assert_eq!(
+        shadow["cpu"],
+        r#"sum(rate(process_cpu_seconds_total{ namespace="shop", deployment="checkout-v2" }[2m]))"#
+    );
+    assert_eq!(
+        shadow["open_fds"],
+        r#"sum(process_open_fds{ namespace="shop", deployment="checkout-v2" })"#
+    );
+    assert_eq!(shadow.len(), 4);
 }
