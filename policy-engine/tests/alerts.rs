@@ -501,9 +501,14 @@ alerts:
     policy.alerts.validate().expect("valid alerts");
     assert_eq!(policy.alerts.sinks.len(), 3);
     assert_eq!(policy.alerts.retry.max_attempts, 4);
-    assert_eq!(policy.alerts.retry.max_backoff_ms, 30_000, "unset fields keep defaults");
+    assert_eq!(
+        policy.alerts.retry.max_backoff_ms, 30_000,
+        "unset fields keep defaults"
+    );
 
     let typo = yaml.replace("source:", "sauce:");
-    let err = serde_saphyr::from_str::<Policy>(&typo).err().expect("unknown field");
+    let err = serde_saphyr::from_str::<Policy>(&typo)
+        .err()
+        .expect("unknown field");
     assert!(err.to_string().contains("sauce"), "{err}");
 }

@@ -95,8 +95,25 @@ impl Drop for Prometheus {
 
 impl Prometheus {
     /// Starts Prometheus scraping `primary` and `shadow` every second, and waits until it is
-    /// ready.
+    /// ready. The port is ephemeral (bind, read, release, hand over); if another process takes
+    /// it in between, Prometheus exits and we try again with another.
     async fn start(primary: &str, shadow: &str) -> Self {
+        let mut attempt = 1;
+        loop {
+            let mut prometheus = Self::spawn(primary, shadow);
+            match prometheus.wait_ready().await {
+                Ok(()) => return prometheus,
+                Err(why) if attempt < 3 => {
+                    eprintln!("Prometheus did not start ({why}); trying another port");
+                    attempt += 1;
+                }
+                Err(why) => panic!("Prometheus did not start: {why}"),
+            }
+        }
+    }
+
+    /// Writes a config into a new temp dir and starts the process on a free port.
+    fn spawn(primary: &str, shadow: &str) -> Self {
         let bin = prometheus_bin();
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("prometheus.yml");
@@ -110,7 +127,6 @@ impl Prometheus {
             ),
         )
         .expect("write the config");
-        // An ephemeral port: bind, read, release, hand to Prometheus.
         let port = StdListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
@@ -129,21 +145,20 @@ impl Prometheus {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let mut prometheus = Self {
+        Self {
             url: format!("http://127.0.0.1:{port}"),
             child,
             dir,
-        };
-        prometheus.wait_ready().await;
-        prometheus
+        }
     }
 
-    async fn wait_ready(&mut self) {
+    /// Waits for `/-/ready`; an error if the process exits first.
+    async fn wait_ready(&mut self) -> Result<(), String> {
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("Prometheus exited with {status}:\n{}", self.log());
+                return Err(format!("exited with {status}:\n{}", self.log()));
             }
             let ready = client
                 .get(format!("{}/-/ready", self.url))
@@ -152,7 +167,7 @@ impl Prometheus {
                 .await
                 .is_ok_and(|r| r.status().is_success());
             if ready {
-                return;
+                return Ok(());
             }
             assert!(
                 Instant::now() < deadline,
@@ -254,9 +269,16 @@ async fn per_variant_resources_come_from_a_real_prometheus() {
             .execute(&context)
             .unwrap_or_else(|e| panic!("{expr}: {e}"))
     };
-    assert_eq!(rule("shadow.resources.cpu > 3.0 * primary.resources.cpu"), true.into());
+    assert_eq!(
+        rule("shadow.resources.cpu > 3.0 * primary.resources.cpu"),
+        true.into()
+    );
     assert_eq!(rule("shadow.resources.cpu > 2.0"), false.into());
-    assert_eq!(rule("has(shadow.resources.io)"), false.into(), "no data is not zero");
+    assert_eq!(
+        rule("has(shadow.resources.io)"),
+        false.into(),
+        "no data is not zero"
+    );
 
     for variant in [&sample.primary, &sample.shadow] {
         // Not exported at all: no data, not zero.
@@ -388,7 +410,9 @@ resources:
 "#;
     let policy: Policy = serde_saphyr::from_str(yaml).expect("valid YAML section");
     policy.resources.validate().expect("valid");
-    let shadow = policy.resources.queries_for(doppel_filter::names::Variant::Shadow);
+    let shadow = policy
+        .resources
+        .queries_for(doppel_filter::names::Variant::Shadow);
     assert_eq!(
         shadow["cpu"],
         r#"sum(rate(process_cpu_seconds_total{ namespace="shop", deployment="checkout-v2" }[2m]))"#
