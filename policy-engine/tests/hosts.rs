@@ -162,6 +162,22 @@ fn every_host_is_chosen_under_some_seed() {
 }
 
 #[test]
+fn no_strata_is_a_plain_random_sample_and_unstratified_labels_are_reported() {
+    let inventory = inventory();
+    let mut cfg = config(30, 9);
+    cfg.strata.clear();
+    let selection = select(&inventory, &cfg).expect("selection succeeds");
+    assert_eq!(selection.hosts.len(), 30);
+    assert_eq!(selection.strata.len(), 1);
+    assert_eq!(selection.strata[0].population, 300);
+    // `rack` is not stratified on, but its shares are reported too.
+    let rack = &selection.labels["rack"];
+    assert_eq!(rack.values.len(), 5);
+    assert_eq!(rack.values.iter().map(|v| v.sample).sum::<usize>(), 30);
+    assert_eq!(rack.values.iter().map(|v| v.population).sum::<usize>(), 300);
+}
+
+#[test]
 fn too_few_hosts_for_the_strata_is_a_clear_error() {
     let err = select(&inventory(), &config(11, 1)).expect_err("11 hosts cannot cover 12 strata");
     assert_eq!(

@@ -113,3 +113,60 @@ fn truncate(text: &str, max: usize) -> String {
     }
     text[..end].to_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::alerts::{AlertKey, Severity};
+
+    fn notification(action: Action, summary: &str) -> Notification {
+        Notification {
+            action,
+            key: AlertKey::new("checkout/v2", "latency"),
+            dedup_key: "doppel/checkout/v2/latency".into(),
+            severity: Severity::Warning,
+            summary: summary.into(),
+            details: (0..23)
+                .map(|i| (format!("n{i:02}"), Value::from(i)))
+                .collect::<BTreeMap<_, _>>(),
+            at_unix_ms: 1,
+        }
+    }
+
+    #[test]
+    fn pagerduty_summary_is_cut_at_its_limit_on_a_char_boundary() {
+        let long = "é".repeat(700); // 1400 bytes
+        let body = pagerduty(&notification(Action::Trigger, &long), "key", "doppel");
+        let summary = body["payload"]["summary"].as_str().expect("summary");
+        assert!(
+            summary.len() <= PAGERDUTY_SUMMARY_MAX && summary.len() >= PAGERDUTY_SUMMARY_MAX - 1
+        );
+        assert!(summary.chars().all(|c| c == 'é'));
+        assert_eq!(body["payload"]["custom_details"]["n22"], 22);
+    }
+
+    #[test]
+    fn slack_fields_are_split_into_sections_of_ten() {
+        let body = slack(&notification(Action::Resolve, "ok"));
+        let blocks = body["blocks"].as_array().expect("blocks");
+        // headline, 10 + 10 + 3 fields, context
+        assert_eq!(blocks.len(), 5);
+        assert_eq!(blocks[3]["fields"].as_array().map(Vec::len), Some(3));
+        assert!(
+            body["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("RESOLVED"))
+        );
+    }
+
+    #[test]
+    fn plain_json_carries_everything() {
+        let body = plain(&notification(Action::Trigger, "slow"));
+        assert_eq!(body["status"], "firing");
+        assert_eq!(body["severity"], "warning");
+        assert_eq!(body["details"]["n03"], 3);
+        assert_eq!(body["dedup_key"], "doppel/checkout/v2/latency");
+    }
+}
