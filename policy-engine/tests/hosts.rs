@@ -417,6 +417,20 @@ fn the_config_reads_from_a_yaml_policy_section() {
     let yaml = "hosts:\n  inventory: inventory/checkout.yaml\n  size: 12\n  strata: [zone, hardware, os]\n  seed: 20261122\n";
     let policy: Policy = serde_saphyr::from_str(yaml).expect("valid YAML section");
     policy.hosts.validate().expect("valid");
+    let fixtures = fixture().parent().expect("fixture dir").to_path_buf();
+    let err = policy
+        .hosts
+        .load_inventory(&fixtures)
+        .expect_err("no such file");
+    assert!(err.to_string().contains("inventory/checkout.yaml"), "{err}");
+    let relative = HostSelectionConfig {
+        inventory: "inventory-300.yaml".into(),
+        ..policy.hosts.clone()
+    };
+    assert_eq!(
+        relative.load_inventory(&fixtures).expect("loads").len(),
+        300
+    );
     assert_eq!(policy.hosts.strata, ["zone", "hardware", "os"]);
     assert_eq!(policy.hosts.seed, 20261122);
 }

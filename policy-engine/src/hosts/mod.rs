@@ -19,7 +19,7 @@ pub mod inventory;
 pub mod select;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -54,6 +54,12 @@ pub struct HostSelectionConfig {
 }
 
 impl HostSelectionConfig {
+    /// Reads the inventory, a relative `inventory` path taken from `policy_dir` (the folder of
+    /// the policy file that holds this section).
+    pub fn load_inventory(&self, policy_dir: &Path) -> Result<Inventory, HostsError> {
+        Inventory::load(&policy_dir.join(&self.inventory))
+    }
+
     /// Checks what can be checked without the inventory: a non-zero size, label names that are
     /// non-empty and distinct.
     pub fn validate(&self) -> Result<(), HostsError> {
