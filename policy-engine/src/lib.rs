@@ -6,6 +6,13 @@
 //! Modules:
 //! - [`metrics`]: the domain types every other module shares (windows, histograms).
 //! - [`xds`]: the ADS server (state of the world and delta) and its per-node snapshot cache.
+//! - [`alerts`]: webhook alerts (Slack, PagerDuty Events v2, JSON) with retries and de-duplication.
+//! - [`hosts`]: stratified, seeded choice of shadow hosts from an inventory or EDS endpoints.
+//! - [`resources`]: per-variant resource metrics (CPU, memory, I/O, custom) from Prometheus.
 
+pub mod alerts;
+pub mod hosts;
 pub mod metrics;
+pub mod resources;
 pub mod xds;
+
