@@ -5,5 +5,8 @@
 //!
 //! Modules:
 //! - [`metrics`]: the domain types every other module shares (windows, histograms).
+//! - [`ingest`]: the MetricsService gRPC server Envoys stream stats into, and the per
+//!   (service, variant) time windows it fills.
 
+pub mod ingest;
 pub mod metrics;
