@@ -7,6 +7,9 @@
 //! - [`metrics`]: the domain types every other module shares (windows, histograms).
 //! - [`ingest`]: the MetricsService gRPC server Envoys stream stats into, and the per
 //!   (service, variant) time windows it fills.
+//! - [`stats`]: the statistics (pure functions): error rates, Mann-Whitney on histograms,
+//!   quantiles, always-valid sequential tests, and the detection benchmark simulator.
 
 pub mod ingest;
 pub mod metrics;
+pub mod stats;
