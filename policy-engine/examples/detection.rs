@@ -13,6 +13,7 @@ struct Args {
     runs: usize,
     alpha: f64,
     seed: u64,
+    only: Option<String>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -20,6 +21,7 @@ fn parse() -> Result<Args, String> {
         runs: 1000,
         alpha: 0.01,
         seed: 2026,
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -29,7 +31,12 @@ fn parse() -> Result<Args, String> {
             "--runs" => args.runs = value.parse().map_err(|e| bad(&e))?,
             "--alpha" => args.alpha = value.parse().map_err(|e| bad(&e))?,
             "--seed" => args.seed = value.parse().map_err(|e| bad(&e))?,
-            _ => return Err(format!("unknown flag {flag} (known: --runs, --alpha, --seed)")),
+            "--only" => args.only = Some(value),
+            _ => {
+                return Err(format!(
+                    "unknown flag {flag} (known: --runs, --alpha, --seed, --only)"
+                ));
+            }
         }
     }
     Ok(args)
@@ -45,6 +52,11 @@ fn main() -> ExitCode {
     };
     let mut rows = Vec::new();
     for (i, scenario) in scenarios().iter().enumerate() {
+        if let Some(only) = &args.only
+            && !scenario.name.contains(only.as_str())
+        {
+            continue;
+        }
         eprintln!("detection: {} ({} runs)", scenario.name, args.runs);
         let seed = args.seed.wrapping_add(1_000_003 * i as u64);
         match evaluate(scenario, args.alpha, args.runs, seed) {
