@@ -13,6 +13,7 @@ use envoy_types::pb::envoy::service::metrics::v3::metrics_service_client::Metric
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 struct Engine {
     addr: SocketAddr,
@@ -216,4 +217,78 @@ async fn ingest_shutdown_ends_streams_that_never_close() {
         .unwrap();
     assert!(answer.is_ok(), "{answer:?}");
     drop(tx);
+}
+
+/// A codec that sends raw bytes as gRPC messages: a peer that speaks gRPC but not protobuf.
+#[derive(Clone, Copy, Debug, Default)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = ();
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = ();
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<()>, tonic::Status> {
+        let n = bytes::Buf::remaining(src);
+        bytes::Buf::advance(src, n);
+        Ok(Some(()))
+    }
+}
+
+#[tokio::test]
+async fn ingest_undecodable_messages_end_only_their_stream() {
+    let engine = Engine::start().await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", engine.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/envoy.service.metrics.v3.MetricsService/StreamMetrics",
+    );
+    // Field 2 (envoy_metrics) claims 200 bytes and has 3: not a protobuf message.
+    let garbage = vec![0x12, 0xc8, 0x01, 0xff, 0xff, 0xff];
+    let answer = grpc
+        .client_streaming(
+            tonic::Request::new(tokio_stream::iter(vec![garbage])),
+            path,
+            RawCodec,
+        )
+        .await;
+    assert!(answer.is_err(), "garbage accepted: {answer:?}");
+    assert_eq!(engine.store.counts().rejected_with("stream_error"), 1);
+    assert!(engine.store.services().is_empty());
+
+    // The engine goes on serving other streams.
+    engine
+        .send(vec![filter_flush(Some(("envoy-a", "edge")), 2, 1)])
+        .await;
+    assert_eq!(engine.total("shop").primary.errors_5xx, 1);
+    engine.stop().await;
 }
