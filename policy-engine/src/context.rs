@@ -255,7 +255,10 @@ fn ratio(part: u64, whole: u64) -> f64 {
 
 /// The error counts the statistics compare: 5xx answers plus resets.
 pub fn error_counts(w: &VariantWindow) -> Counts {
-    Counts::new(w.requests, w.errors_5xx.saturating_add(w.resets).min(w.requests))
+    Counts::new(
+        w.requests,
+        w.errors_5xx.saturating_add(w.resets).min(w.requests),
+    )
 }
 
 /// The statistics of one evaluation, kept whole for explanations.
@@ -312,13 +315,9 @@ impl Comparer {
         let errors_sequential = self
             .errors_sequential
             .observe(error_counts(&new.primary), error_counts(&new.shadow))?;
-        let latency_sequential = if new.primary.latency_ms.is_empty()
-            && new.shadow.latency_ms.is_empty()
-        {
-            self.latency_sequential.result()?
-        } else {
-            self.latency_sequential
-                .observe(&new.primary.latency_ms, &new.shadow.latency_ms)?
+        let latency_sequential = match aligned(&new.primary.latency_ms, &new.shadow.latency_ms) {
+            Some((p, s)) => self.latency_sequential.observe(&p, &s)?,
+            None => self.latency_sequential.result()?,
         };
         let config = ErrorRateConfig {
             min_requests: self.min_sample,
@@ -329,11 +328,11 @@ impl Comparer {
             error_counts(&analysed.shadow),
             &config,
         )?;
-        let (p, s) = (&analysed.primary.latency_ms, &analysed.shadow.latency_ms);
-        let latency = if p.total() == 0 && s.total() == 0 {
-            None
-        } else {
-            Some(mann_whitney(p, s, self.min_sample)?)
+        let latency = match aligned(&analysed.primary.latency_ms, &analysed.shadow.latency_ms) {
+            Some((p, s)) if p.total() > 0 || s.total() > 0 => {
+                Some(mann_whitney(&p, &s, self.min_sample)?)
+            }
+            _ => None,
         };
         Ok(Comparison {
             errors,
@@ -342,6 +341,22 @@ impl Comparer {
             latency_sequential,
             alpha: self.alpha,
         })
+    }
+}
+
+/// Both histograms with buckets: an empty one (a variant without traffic) becomes all zeros
+/// on the other's bounds. `None` when both are empty.
+fn aligned(primary: &Histogram, shadow: &Histogram) -> Option<(Histogram, Histogram)> {
+    let zeros = |like: &Histogram| Histogram {
+        bounds: like.bounds.clone(),
+        counts: vec![0; like.counts.len()],
+        sum: 0.0,
+    };
+    match (primary.is_empty(), shadow.is_empty()) {
+        (true, true) => None,
+        (true, false) => Some((zeros(shadow), shadow.clone())),
+        (false, true) => Some((primary.clone(), zeros(primary))),
+        (false, false) => Some((primary.clone(), shadow.clone())),
     }
 }
 
@@ -448,7 +463,11 @@ impl Comparison {
 }
 
 fn fmt_p(p: f64) -> String {
-    if p < 1e-4 { format!("{p:.2e}") } else { format!("{p:.4}") }
+    if p < 1e-4 {
+        format!("{p:.2e}")
+    } else {
+        format!("{p:.4}")
+    }
 }
 
 fn evidence_note(e: &Evidence) -> String {

@@ -9,13 +9,19 @@
 //!   against the context's schema; `doppel check`.
 //! - [`context`]: the CEL context a rule reads, built from windows, statistics and the
 //!   rollout's state; its shape is the schema the checker uses.
+//! - [`analysis`]: a policy evaluated over a stream of windows, interval by interval, into
+//!   typed [`analysis::Decision`]s with their explanations.
+//! - [`replay`]: `doppel replay`: reading a recorded trace (JSON Lines of windows) and running
+//!   a policy over it deterministically.
 //! - [`ingest`]: the MetricsService gRPC server Envoys stream stats into, and the per
 //!   (service, variant) time windows it fills.
 //! - [`stats`]: the statistics (pure functions): error rates, Mann-Whitney on histograms,
 //!   quantiles, always-valid sequential tests, and the detection benchmark simulator.
 
+pub mod analysis;
 pub mod context;
 pub mod ingest;
 pub mod metrics;
 pub mod policy;
+pub mod replay;
 pub mod stats;

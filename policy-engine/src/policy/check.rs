@@ -54,10 +54,12 @@ pub fn check_paths(paths: &[PathBuf]) -> Report {
             match std::fs::read_to_string(&file) {
                 Ok(text) => {
                     if let Err(problems) = parse(&text) {
-                        report.problems.extend(problems.into_iter().map(|problem| FileProblem {
-                            file: file.clone(),
-                            problem,
-                        }));
+                        report
+                            .problems
+                            .extend(problems.into_iter().map(|problem| FileProblem {
+                                file: file.clone(),
+                                problem,
+                            }));
                     }
                 }
                 Err(e) => report.problems.push(whole_file(&file, "io", e.to_string())),

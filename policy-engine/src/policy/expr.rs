@@ -242,7 +242,10 @@ impl Walker<'_> {
                 self.problem(
                     offset(self.info, e.id),
                     "unknown_reference",
-                    format!("unknown type `{}`: the context declares no message types", s.type_name),
+                    format!(
+                        "unknown type `{}`: the context declares no message types",
+                        s.type_name
+                    ),
                 );
                 Ty::Dyn
             }
@@ -261,7 +264,8 @@ impl Walker<'_> {
                 self.infer(&c.loop_cond);
                 self.infer(&c.loop_step);
                 let result = self.infer(&c.result);
-                self.scopes.truncate(self.scopes.len() - 2 - usize::from(c.iter_var2.is_some()));
+                self.scopes
+                    .truncate(self.scopes.len() - 2 - usize::from(c.iter_var2.is_some()));
                 result
             }
             Expr::Unspecified => Ty::Dyn,
@@ -277,10 +281,14 @@ impl Walker<'_> {
     /// The context field path an expression spells, if it spells one (`compare.errors.p_value`).
     fn path_of(&self, e: &IdedExpr) -> Option<String> {
         match &e.expr {
-            Expr::Ident(name) if self.scope(name).is_none() && self.schema.roots.contains_key(name) => {
+            Expr::Ident(name)
+                if self.scope(name).is_none() && self.schema.roots.contains_key(name) =>
+            {
                 Some(name.clone())
             }
-            Expr::Select(s) if !s.test => Some(format!("{}.{}", self.path_of(&s.operand)?, s.field)),
+            Expr::Select(s) if !s.test => {
+                Some(format!("{}.{}", self.path_of(&s.operand)?, s.field))
+            }
             Expr::Call(c) if c.func_name == operators::INDEX && c.args.len() == 2 => {
                 match &c.args[1].expr {
                     Expr::Literal(LiteralValue::String(key)) => {
@@ -294,7 +302,11 @@ impl Walker<'_> {
     }
 
     fn scope(&self, name: &str) -> Option<&Ty> {
-        self.scopes.iter().rev().find(|(n, _)| n == name).map(|(_, t)| t)
+        self.scopes
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t)
     }
 
     fn ident(&mut self, e: &IdedExpr, name: &str) -> Ty {
@@ -333,7 +345,11 @@ impl Walker<'_> {
                         "unknown_reference",
                         format!(
                             "unknown field `{path}.{field}`: `{path}` has {}{hint}",
-                            if known.is_empty() { "no fields".to_string() } else { known.join(", ") }
+                            if known.is_empty() {
+                                "no fields".to_string()
+                            } else {
+                                known.join(", ")
+                            }
                         ),
                     );
                     Ty::Dyn
@@ -357,7 +373,9 @@ impl Walker<'_> {
         let args: Vec<Ty> = call.args.iter().map(|a| self.infer(a)).collect();
         let name = call.func_name.as_str();
         match name {
-            operators::LOGICAL_AND | operators::LOGICAL_OR | operators::LOGICAL_NOT
+            operators::LOGICAL_AND
+            | operators::LOGICAL_OR
+            | operators::LOGICAL_NOT
             | operators::NOT_STRICTLY_FALSE => {
                 for a in &args {
                     if !matches!(a, Ty::Bool | Ty::Dyn) {
@@ -376,7 +394,9 @@ impl Walker<'_> {
                 Ty::Bool
             }
             operators::EQUALS | operators::NOT_EQUALS | operators::IN => Ty::Bool,
-            operators::LESS | operators::LESS_EQUALS | operators::GREATER
+            operators::LESS
+            | operators::LESS_EQUALS
+            | operators::GREATER
             | operators::GREATER_EQUALS => {
                 if let [a, b] = args.as_slice() {
                     let comparable = a == b
@@ -393,7 +413,10 @@ impl Walker<'_> {
                 }
                 Ty::Bool
             }
-            operators::ADD | operators::SUBSTRACT | operators::MULTIPLY | operators::DIVIDE
+            operators::ADD
+            | operators::SUBSTRACT
+            | operators::MULTIPLY
+            | operators::DIVIDE
             | operators::MODULO => self.arithmetic(at, name, &args),
             operators::NEGATE => args.first().cloned().unwrap_or(Ty::Dyn),
             operators::CONDITIONAL => match args.as_slice() {
@@ -432,7 +455,11 @@ impl Walker<'_> {
         let [a, b] = args else { return Ty::Dyn };
         match (a, b) {
             (Ty::Dyn, _) | (_, Ty::Dyn) => Ty::Dyn,
-            (x, y) if x == y && (x.is_number() || (op == operators::ADD && matches!(x, Ty::String | Ty::List))) => {
+            (x, y)
+                if x == y
+                    && (x.is_number()
+                        || (op == operators::ADD && matches!(x, Ty::String | Ty::List))) =>
+            {
                 x.clone()
             }
             (x, y) if x.is_number() && y.is_number() => {
@@ -474,27 +501,58 @@ mod tests {
     fn good_rules_pass_and_list_their_fields() {
         assert_eq!(
             run("compare.errors.worse && shadow.error_rate > 2.0 * primary.error_rate").unwrap(),
-            vec!["compare.errors.worse", "primary.error_rate", "shadow.error_rate"]
+            vec![
+                "compare.errors.worse",
+                "primary.error_rate",
+                "shadow.error_rate"
+            ]
         );
-        assert_eq!(run("shadow.custom.db.p99 > 100.0").unwrap(), vec!["shadow.custom.db.p99"]);
-        assert_eq!(run("shadow.custom['db'].p99 > 100.0").unwrap(), vec!["shadow.custom.db.p99"]);
+        assert_eq!(
+            run("shadow.custom.db.p99 > 100.0").unwrap(),
+            vec!["shadow.custom.db.p99"]
+        );
+        assert_eq!(
+            run("shadow.custom['db'].p99 > 100.0").unwrap(),
+            vec!["shadow.custom.db.p99"]
+        );
         run("[1, 2].exists(x, x > 1) && has(shadow.latency)").unwrap();
         run("shadow.requests > 100 && shadow.latency.p99 > 250").unwrap();
     }
 
     #[test]
     fn unknown_fields_are_refused_where_written() {
-        assert_eq!(run("shadow.eror_rate > 0.1"), Err(vec![(7, "unknown_reference")]));
-        assert_eq!(run("true && shadw.requests > 1"), Err(vec![(8, "unknown_reference")]));
-        assert_eq!(run("shadow.custom.cache.p99 > 1.0"), Err(vec![(14, "unknown_reference")]));
-        assert_eq!(run("shadow.requests.x > 1"), Err(vec![(16, "unknown_reference")]));
+        assert_eq!(
+            run("shadow.eror_rate > 0.1"),
+            Err(vec![(7, "unknown_reference")])
+        );
+        assert_eq!(
+            run("true && shadw.requests > 1"),
+            Err(vec![(8, "unknown_reference")])
+        );
+        assert_eq!(
+            run("shadow.custom.cache.p99 > 1.0"),
+            Err(vec![(14, "unknown_reference")])
+        );
+        assert_eq!(
+            run("shadow.requests.x > 1"),
+            Err(vec![(16, "unknown_reference")])
+        );
     }
 
     #[test]
     fn non_boolean_and_mixed_arithmetic_are_refused() {
-        assert_eq!(run("shadow.error_rate * 2.0"), Err(vec![(0, "not_boolean")]));
-        assert_eq!(run("shadow.requests * 1.5 > 10.0"), Err(vec![(16, "type_mismatch")]));
-        assert_eq!(run("shadow.requests && true"), Err(vec![(16, "type_mismatch")]));
+        assert_eq!(
+            run("shadow.error_rate * 2.0"),
+            Err(vec![(0, "not_boolean")])
+        );
+        assert_eq!(
+            run("shadow.requests * 1.5 > 10.0"),
+            Err(vec![(16, "type_mismatch")])
+        );
+        assert_eq!(
+            run("shadow.requests && true"),
+            Err(vec![(16, "type_mismatch")])
+        );
     }
 
     #[test]

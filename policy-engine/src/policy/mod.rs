@@ -117,10 +117,10 @@ pub fn load(path: &Path) -> Result<Policy, LoadError> {
 
 /// A YAML or structure error from the deserializer, without its own location suffix.
 fn yaml_problem(e: &serde_saphyr::Error) -> Problem {
-    let position = e.location().map(|l| Position::of(&l)).unwrap_or(Position {
-        line: 1,
-        column: 1,
-    });
+    let position = e
+        .location()
+        .map(|l| Position::of(&l))
+        .unwrap_or(Position { line: 1, column: 1 });
     let text = e.without_snippet().to_string();
     let suffix = format!(" at line {}, column {}", position.line, position.column);
     let message = text.strip_suffix(&suffix).unwrap_or(&text).to_string();

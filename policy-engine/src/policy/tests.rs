@@ -44,7 +44,10 @@ fn a_minimal_policy_loads_with_defaults() {
 fn cel_errors_point_into_plain_quoted_and_block_scalars() {
     let plain = GOOD.replace("when: compare.errors.worse", "when: compare.errors.wrose");
     assert_eq!(problems(&plain), vec![(15, 26, "unknown_reference")]);
-    let quoted = GOOD.replace("when: compare.errors.worse", "when: \"compare.errors.wrose\"");
+    let quoted = GOOD.replace(
+        "when: compare.errors.worse",
+        "when: \"compare.errors.wrose\"",
+    );
     assert_eq!(problems(&quoted), vec![(15, 27, "unknown_reference")]);
     let block = GOOD.replace(
         "when: compare.errors.worse",
@@ -61,6 +64,10 @@ fn value_problems_are_all_reported_in_file_order() {
         .replace("interval: 10s", "interval: soon");
     assert_eq!(
         problems(&text),
-        vec![(8, 12, "percent"), (10, 13, "duration"), (16, 13, "unknown_action")]
+        vec![
+            (8, 12, "percent"),
+            (10, 13, "duration"),
+            (16, 13, "unknown_action")
+        ]
     );
 }

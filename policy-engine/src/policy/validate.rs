@@ -171,18 +171,22 @@ impl Validator<'_> {
         };
         let percent = self.percent(&t.percent, "traffic.percent");
         let matchers = t.matchers.iter().filter_map(|m| self.matcher(m)).collect();
-        let sticky = t.sticky.as_ref().and_then(|s| match (&s.value.header, &s.value.cookie) {
-            (Some(h), None) => Some(Sticky::Header(self.header(h, "traffic.sticky.header"))),
-            (None, Some(c)) if !c.value.is_empty() => Some(Sticky::Cookie(c.value.clone())),
-            _ => {
-                self.problem(
-                    s,
-                    "sticky",
-                    "traffic.sticky needs exactly one of `header` or a non-empty `cookie`".into(),
-                );
-                None
-            }
-        });
+        let sticky = t
+            .sticky
+            .as_ref()
+            .and_then(|s| match (&s.value.header, &s.value.cookie) {
+                (Some(h), None) => Some(Sticky::Header(self.header(h, "traffic.sticky.header"))),
+                (None, Some(c)) if !c.value.is_empty() => Some(Sticky::Cookie(c.value.clone())),
+                _ => {
+                    self.problem(
+                        s,
+                        "sticky",
+                        "traffic.sticky needs exactly one of `header` or a non-empty `cookie`"
+                            .into(),
+                    );
+                    None
+                }
+            });
         let mut seen = BTreeSet::new();
         let mut custom_metrics = Vec::new();
         for m in &t.custom_metrics {
@@ -190,15 +194,25 @@ impl Validator<'_> {
                 c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'
             });
             if !seen.insert(name.clone()) {
-                self.problem(m, "duplicate", format!("custom metric `{name}` is declared twice"));
+                self.problem(
+                    m,
+                    "duplicate",
+                    format!("custom metric `{name}` is declared twice"),
+                );
             }
             custom_metrics.push(name);
         }
         let headers = match &t.headers {
             Some(h) => Headers {
-                variant: h.variant.as_ref().map(|x| self.header(x, "traffic.headers.variant")),
+                variant: h
+                    .variant
+                    .as_ref()
+                    .map(|x| self.header(x, "traffic.headers.variant")),
                 id: h.id.as_ref().map(|x| self.header(x, "traffic.headers.id")),
-                mirror: h.mirror.as_ref().map(|x| self.header(x, "traffic.headers.mirror")),
+                mirror: h
+                    .mirror
+                    .as_ref()
+                    .map(|x| self.header(x, "traffic.headers.mirror")),
             },
             None => Headers::default(),
         };
@@ -209,7 +223,10 @@ impl Validator<'_> {
                 self.problem(
                     &t.mode,
                     "mirror",
-                    format!("traffic.mirror is set but traffic.mode is `{}`, not mirror", t.mode.value),
+                    format!(
+                        "traffic.mirror is set but traffic.mode is `{}`, not mirror",
+                        t.mode.value
+                    ),
                 );
                 None
             }
@@ -255,7 +272,10 @@ impl Validator<'_> {
                         self.problem(
                             x,
                             "method",
-                            format!("traffic.mirror.methods: `{}` is not an upper-case HTTP method", x.value),
+                            format!(
+                                "traffic.mirror.methods: `{}` is not an upper-case HTTP method",
+                                x.value
+                            ),
                         );
                     }
                     x.value.clone()
@@ -297,7 +317,10 @@ impl Validator<'_> {
                     self.problem(
                         w,
                         "range",
-                        format!("analysis.window `{}` is shorter than analysis.interval", w.value),
+                        format!(
+                            "analysis.window `{}` is shorter than analysis.interval",
+                            w.value
+                        ),
                     );
                 }
                 DataScope::Sliding { window_ms }
@@ -309,7 +332,11 @@ impl Validator<'_> {
                 DataScope::Cumulative
             }
             (None | Some("cumulative"), Some(w)) => {
-                self.problem(w, "window", "analysis.window is only used with `data: sliding`".into());
+                self.problem(
+                    w,
+                    "window",
+                    "analysis.window is only used with `data: sliding`".into(),
+                );
                 DataScope::Cumulative
             }
             (Some(other), _) => {
@@ -344,7 +371,11 @@ impl Validator<'_> {
             if name.trim().is_empty() {
                 self.problem(&r.name, "name", "a rule needs a name".into());
             } else if !names.insert(name.clone()) {
-                self.problem(&r.name, "duplicate", format!("rule `{name}` is defined twice"));
+                self.problem(
+                    &r.name,
+                    "duplicate",
+                    format!("rule `{name}` is defined twice"),
+                );
             }
             let action = Action::parse(&r.action.value);
             if action.is_none() {
@@ -364,7 +395,10 @@ impl Validator<'_> {
                     self.problem(
                         f,
                         "range",
-                        format!("`for` of rule `{name}`: {} is outside [1, 10000] intervals", f.value),
+                        format!(
+                            "`for` of rule `{name}`: {} is outside [1, 10000] intervals",
+                            f.value
+                        ),
                     );
                     1
                 }
@@ -386,8 +420,12 @@ impl Validator<'_> {
                 Ok(c) => Some(c),
                 Err(problems) => {
                     for p in problems {
-                        let position =
-                            position_in_value(self.text, &r.when.referenced, &r.when.value, p.offset);
+                        let position = position_in_value(
+                            self.text,
+                            &r.when.referenced,
+                            &r.when.value,
+                            p.offset,
+                        );
                         self.problems.push(Problem::new(
                             position,
                             p.code,
@@ -420,7 +458,11 @@ impl Validator<'_> {
             let field = format!("steps[{i}].weight");
             let weight = self.percent(&s.weight, &field);
             if s.weight.value <= 0.0 {
-                self.problem(&s.weight, "steps", format!("{field}: a step's weight must be above 0"));
+                self.problem(
+                    &s.weight,
+                    "steps",
+                    format!("{field}: a step's weight must be above 0"),
+                );
             } else if let Some(prev) = last
                 && s.weight.value <= prev
             {
@@ -449,7 +491,11 @@ impl Validator<'_> {
                     c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-'
                 });
                 if !seen.insert(name.clone()) {
-                    self.problem(a, "duplicate", format!("alert sink `{name}` is listed twice"));
+                    self.problem(
+                        a,
+                        "duplicate",
+                        format!("alert sink `{name}` is listed twice"),
+                    );
                 }
                 name
             })
