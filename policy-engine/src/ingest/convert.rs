@@ -21,9 +21,9 @@ use super::error::IngestError;
 use super::registry::ClusterRegistry;
 use crate::metrics::Histogram;
 
-/// The largest count accepted in one metric of one flush: no Envoy serves 2^40 (about 10^12)
-/// requests between two flushes, and anything below 2^53 stays exact in an `f64`.
-pub const MAX_COUNT: u64 = 1 << 40;
+/// The largest count accepted: 2^53, the largest integer an `f64` (the wire's type) holds
+/// exactly. Windows add with saturation, so even many such counts never wrap.
+pub const MAX_COUNT: u64 = 1 << 53;
 /// The largest histogram sum accepted, in the metric's own unit.
 pub const MAX_SUM: f64 = 1e18;
 /// The most buckets a histogram may have (Envoy's default has 20).
@@ -95,6 +95,8 @@ pub struct Update {
     pub field: Field,
     /// What it adds.
     pub value: Value,
+    /// The metric's name and sorted labels: what identifies it within one Envoy's stream.
+    pub origin: String,
 }
 
 /// One MetricsService message converted: what goes into windows, and what did not.
@@ -384,7 +386,24 @@ fn convert_metric(
         service,
         field,
         value,
+        origin: origin(name, &label),
     })
+}
+
+/// `name{key=value,...}` with the labels sorted, so one metric always gets one key.
+fn origin(name: &str, labels: &[prom::LabelPair]) -> String {
+    let mut pairs: Vec<_> = labels
+        .iter()
+        .map(|pair| {
+            (
+                pair.name.as_deref().unwrap_or_default(),
+                pair.value.as_deref().unwrap_or_default(),
+            )
+        })
+        .collect();
+    pairs.sort_unstable();
+    let labels: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("{name}{{{}}}", labels.join(","))
 }
 
 fn wrong_type(name: &str, expected: &'static str, found: &'static str) -> IngestError {
@@ -440,7 +459,7 @@ fn count(name: &str, value: f64) -> Result<u64, IngestError> {
             limit: MAX_COUNT as f64,
         });
     }
-    // Whole, finite and within [0, 2^40]: the cast is exact.
+    // Whole, finite and within [0, 2^53]: the cast is exact.
     Ok(value as u64)
 }
 

@@ -20,7 +20,11 @@ fn convert(families: Vec<prom::MetricFamily>) -> Flush {
 fn one(family: prom::MetricFamily) -> Result<Update, &'static str> {
     let flush = convert(vec![family]);
     match (flush.updates.as_slice(), flush.rejected.as_slice()) {
-        ([update], []) => Ok(update.clone()),
+        // The origin is checked on its own below.
+        ([update], []) => Ok(Update {
+            origin: String::new(),
+            ..update.clone()
+        }),
         ([], [error]) => Err(error.code()),
         other => panic!("expected one outcome, got {other:?}"),
     }
@@ -31,6 +35,7 @@ fn count_update(service: &str, field: Field, n: u64) -> Update {
         service: service.to_owned(),
         field,
         value: Value::Count(n),
+        origin: String::new(),
     }
 }
 
@@ -244,7 +249,7 @@ fn malformed_counters_are_rejected_by_code() {
         (counter(name, &[], f64::INFINITY), "not_finite"),
         (counter(name, &[], 2.5), "not_an_integer"),
         (counter(name, &[], 1e300), "too_large"),
-        (counter(name, &[], (MAX_COUNT + 1) as f64), "too_large"),
+        (counter(name, &[], (MAX_COUNT * 2) as f64), "too_large"),
         (gauge(name, &[], 3.0), "wrong_type"),
         (
             counter("wasmcustom.doppel.shop.primary.rq_time_us", &[], 3.0),
@@ -329,7 +334,7 @@ fn malformed_histograms_are_rejected_by_code() {
         (h(&[1.0], &[1], 1, -4.0), "negative_value"),
         (h(&[1.0], &[1], 1, f64::NAN), "not_finite"),
         (h(&[1.0], &[1], 1, 1e300), "too_large"),
-        (h(&[1.0], &[1], 1 << 50, 1.0), "too_large"),
+        (h(&[1.0], &[1], 1 << 54, 1.0), "too_large"),
         (h(&many, &[0; 65], 0, 0.0), "unsupported_histogram"),
         (native, "unsupported_histogram"),
         (float, "unsupported_histogram"),
@@ -373,6 +378,16 @@ fn one_bad_metric_does_not_spoil_its_message() {
             count_update("shop", Field::Requests(Primary), 10),
             count_update("shop", Field::Requests(Shadow), 2),
         ]
+        .into_iter()
+        .zip([
+            "wasmcustom.doppel.shop.primary.rq_total{}",
+            "wasmcustom.doppel.shop.shadow.rq_total{}"
+        ])
+        .map(|(update, origin)| Update {
+            origin: origin.to_owned(),
+            ..update
+        })
+        .collect::<Vec<_>>()
     );
     let codes: Vec<_> = flush.rejected.iter().map(IngestError::code).collect();
     assert_eq!(codes, ["not_finite", "unknown_metric"]);
@@ -420,4 +435,20 @@ proptest! {
             prop_assert!(h.sum.is_finite() && h.sum >= 0.0);
         }
     }
+}
+
+#[test]
+fn the_origin_names_a_metric_whatever_its_label_order() {
+    let origin = |labels: &[(&str, &str)]| {
+        convert(vec![counter("cluster.upstream_rq_xx", labels, 1.0)]).updates[0]
+            .origin
+            .clone()
+    };
+    let a = origin(&[(CODE_CLASS_LABEL, "5"), (CLUSTER, "cart_v1")]);
+    let b = origin(&[(CLUSTER, "cart_v1"), (CODE_CLASS_LABEL, "5")]);
+    assert_eq!(a, b);
+    assert_eq!(
+        a,
+        "cluster.upstream_rq_xx{envoy.cluster_name=cart_v1,envoy.response_code_class=5}"
+    );
 }

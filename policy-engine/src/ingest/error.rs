@@ -154,6 +154,14 @@ pub enum IngestError {
         /// The limit.
         limit: usize,
     },
+    /// A new counter past the per-stream limit of cumulative baselines.
+    #[error("counter {origin:?} exceeds the limit of {limit} counters per stream")]
+    TooManyCounters {
+        /// The counter refused.
+        origin: String,
+        /// The limit.
+        limit: usize,
+    },
     /// An update for a window older than every window the store keeps.
     #[error("service {service:?}: window at {start_ms} ms is older than every window kept")]
     StaleWindow {
@@ -175,7 +183,7 @@ pub enum IngestError {
 
 impl IngestError {
     /// Every code, in a fixed order (for exporting the counters with zeroes).
-    pub const CODES: [&'static str; 21] = [
+    pub const CODES: [&'static str; 22] = [
         "unknown_metric",
         "unmapped_cluster",
         "missing_name",
@@ -197,6 +205,7 @@ impl IngestError {
         "missing_node",
         "stream_error",
         "stale_window",
+        "too_many_counters",
     ];
 
     /// The stable short code of this kind, for counters and logs.
@@ -221,6 +230,7 @@ impl IngestError {
             IngestError::TooManyServices { .. } => "too_many_services",
             IngestError::TooManyCustomMetrics { .. } => "too_many_custom_metrics",
             IngestError::StaleWindow { .. } => "stale_window",
+            IngestError::TooManyCounters { .. } => "too_many_counters",
             IngestError::MissingNode => "missing_node",
             IngestError::Stream { .. } => "stream_error",
         }

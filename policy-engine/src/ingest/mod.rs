@@ -8,6 +8,8 @@
 //!   windows kept; the analysis loop reads [`WindowStore::windows`] and [`WindowStore::sum`]
 //!   and waits on [`WindowStore::subscribe`].
 //! - [`server`]: [`serve`], the tonic server on a listener the caller binds.
+//! - [`stream`]: what is kept per open Envoy stream (its name; cumulative counters' last
+//!   values when the sinks do not send deltas), dropped when the stream ends.
 //! - [`registry`] and [`error`]: the cluster map and the error kinds with their counters.
 //! - [`wire`]: builders of messages shaped as Envoy sends them (tests, tools).
 //!
@@ -19,6 +21,7 @@ pub mod error;
 pub mod registry;
 pub mod server;
 pub mod store;
+pub mod stream;
 pub mod wire;
 
 pub use convert::{Field, Flush, MirrorStat, Update, Value};
@@ -26,3 +29,4 @@ pub use error::{Counts, IngestError};
 pub use registry::ClusterRegistry;
 pub use server::{MAX_MESSAGE_BYTES, serve};
 pub use store::{IngestReport, StoreConfig, WindowStore};
+pub use stream::{CounterMode, Stream};

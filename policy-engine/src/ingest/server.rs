@@ -43,8 +43,8 @@ pub async fn serve(
         .await
 }
 
-/// The MetricsService implementation: one task per Envoy stream, no state kept per Envoy
-/// beyond its name for logs.
+/// The MetricsService implementation: one task per Envoy stream, whose [`super::Stream`] state
+/// goes when the stream ends.
 #[derive(Debug)]
 struct MetricsSink {
     store: Arc<WindowStore>,
@@ -62,7 +62,8 @@ impl MetricsService for MetricsSink {
             .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
         let mut stream = request.into_inner();
         let mut stop = self.stop.clone();
-        let mut node: Option<String> = None;
+        let mut state = self.store.open_stream(peer.clone());
+        let mut first = true;
         loop {
             let next = tokio::select! {
                 next = stream.message() => next,
@@ -76,35 +77,32 @@ impl MetricsService for MetricsSink {
                         message: status.message().to_owned(),
                     };
                     self.store.counts().reject(error.code());
-                    tracing::warn!(%peer, node = node.as_deref(), code = error.code(), error = %error, "metrics stream failed");
+                    tracing::warn!(%peer, node = state.node(), code = error.code(), error = %error, "metrics stream failed");
                     return Err(status);
                 }
             };
-            if node.is_none() {
-                node = Some(
-                    match message.identifier.as_ref().and_then(|i| i.node.as_ref()) {
-                        Some(n) => format!("{}/{}", n.id, n.cluster),
-                        None => {
-                            let error = IngestError::MissingNode;
-                            self.store.counts().reject(error.code());
-                            tracing::warn!(%peer, code = error.code(), error = %error, "metrics stream without node");
-                            peer.clone()
-                        }
-                    },
-                );
-                tracing::info!(%peer, node = node.as_deref(), "metrics stream opened");
+            if first {
+                first = false;
+                match message.identifier.as_ref().and_then(|i| i.node.as_ref()) {
+                    Some(n) => state.set_node(format!("{}/{}", n.id, n.cluster)),
+                    None => {
+                        let error = IngestError::MissingNode;
+                        self.store.counts().reject(error.code());
+                        tracing::warn!(%peer, code = error.code(), error = %error, "metrics stream without node");
+                    }
+                }
+                tracing::info!(%peer, node = state.node(), "metrics stream opened");
             }
-            let name = node.as_deref().unwrap_or(&peer);
-            let report = self.store.ingest(now_ms(), message, name);
+            let report = self.store.ingest(now_ms(), message, &mut state);
             tracing::debug!(
-                node = name,
+                node = state.node(),
                 accepted = report.accepted,
                 ignored = report.ignored,
                 rejected = report.rejected,
                 "metrics flush"
             );
         }
-        tracing::info!(%peer, node = node.as_deref(), "metrics stream closed");
+        tracing::info!(%peer, node = state.node(), "metrics stream closed");
         Ok(Response::new(StreamMetricsResponse {}))
     }
 }

@@ -1,6 +1,6 @@
 //! The windows: per service, a ring of time-bucketed [`ServiceWindow`]s that every Envoy's
 //! flushes add into. Memory is bounded by services x windows kept, whatever the number of
-//! Envoys: nothing is kept per Envoy.
+//! Envoys: what is kept per Envoy lives in its [`Stream`] and goes when the stream ends.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
@@ -11,7 +11,11 @@ use tokio::sync::watch;
 use super::convert::{Field, Flush, MirrorStat, Update, Value};
 use super::error::{Counts, IngestError};
 use super::registry::ClusterRegistry;
+use super::stream::{CounterMode, Stream};
 use crate::metrics::{BoundsMismatch, ServiceWindow};
+
+/// Rejected metrics logged one by one per message; the rest are counted and summed up in one line.
+const LOGGED_PER_MESSAGE: usize = 10;
 
 /// How the store buckets and bounds its windows.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,16 +28,20 @@ pub struct StoreConfig {
     pub max_services: usize,
     /// Custom histograms per variant at most; further names are rejected.
     pub max_custom: usize,
+    /// How the Envoys' sinks report counters.
+    pub counters: CounterMode,
 }
 
 impl Default for StoreConfig {
-    /// 10 s windows, one hour of them, 256 services, 32 custom metrics per variant.
+    /// 10 s windows, one hour of them, 256 services, 32 custom metrics per variant, counters
+    /// as deltas.
     fn default() -> Self {
         StoreConfig {
             window_ms: 10_000,
             windows: 360,
             max_services: 256,
             max_custom: 32,
+            counters: CounterMode::Deltas,
         }
     }
 }
@@ -99,18 +107,31 @@ impl WindowStore {
         self.changed.subscribe()
     }
 
-    /// Converts one MetricsService message, adds it to the window holding `now_ms` (Unix
-    /// milliseconds), counts and logs what was not taken. `node` names the sender in logs.
-    pub fn ingest(&self, now_ms: u64, message: StreamMetricsMessage, node: &str) -> IngestReport {
+    /// State for a new stream from `node`, in the configured counter mode.
+    pub fn open_stream(&self, node: impl Into<String>) -> Stream {
+        Stream::new(node, self.config.counters)
+    }
+
+    /// Converts one MetricsService message of `stream`, adds it to the window holding `now_ms`
+    /// (Unix milliseconds), counts and logs what was not taken.
+    pub fn ingest(
+        &self,
+        now_ms: u64,
+        message: StreamMetricsMessage,
+        stream: &mut Stream,
+    ) -> IngestReport {
         let flush = {
             let registry = self.registry.read().unwrap_or_else(PoisonError::into_inner);
             Flush::from_message(message, &registry)
         };
         let mut errors = flush.rejected;
-        let updates = flush.updates.len();
-        let refused = self.apply(now_ms, flush.updates);
+        let (updates, refused) = stream.to_deltas(flush.updates);
+        errors.extend(refused);
+        let node = stream.node();
+        let count = updates.len();
+        let refused = self.apply(now_ms, updates);
         let mut report = IngestReport {
-            accepted: updates - refused.len(),
+            accepted: count - refused.len(),
             ..IngestReport::default()
         };
         errors.extend(refused);
@@ -121,8 +142,20 @@ impl WindowStore {
                 tracing::trace!(node, code = error.code(), error = %error, "metric ignored");
             } else {
                 report.rejected += 1;
-                tracing::warn!(node, code = error.code(), error = %error, "metric rejected");
+                // A broken peer can send millions of bad metrics: log the first few of each
+                // message, count them all.
+                if report.rejected <= LOGGED_PER_MESSAGE {
+                    tracing::warn!(node, code = error.code(), error = %error, "metric rejected");
+                }
             }
+        }
+        if report.rejected > LOGGED_PER_MESSAGE {
+            tracing::warn!(
+                node,
+                rejected = report.rejected,
+                logged = LOGGED_PER_MESSAGE,
+                "more metrics rejected in this message than logged"
+            );
         }
         self.counts.accept(report.accepted as u64);
         report
@@ -159,6 +192,7 @@ impl WindowStore {
             service,
             field,
             value,
+            origin: _,
         } = update;
         if !rings.contains_key(&service) && rings.len() >= self.config.max_services {
             return Err(IngestError::TooManyServices {

@@ -22,7 +22,18 @@ fn small() -> StoreConfig {
         windows: 3,
         max_services: 4,
         max_custom: 2,
+        counters: CounterMode::Deltas,
     }
+}
+
+/// Ingests one message on a fresh stream (counters are deltas: streams hold no state).
+fn ingest(
+    store: &WindowStore,
+    now_ms: u64,
+    message: StreamMetricsMessage,
+    node: &str,
+) -> IngestReport {
+    store.ingest(now_ms, message, &mut store.open_stream(node))
 }
 
 /// One Envoy's flush for cart: `requests` to the primary cluster, `errors` of them 5xx, and a
@@ -56,8 +67,8 @@ fn cart_flush(requests: u64, errors: u64, cumulative: [u64; 3], sum: f64) -> Str
 #[test]
 fn two_envoys_add_up_bucket_by_bucket() {
     let store = store(small());
-    let a = store.ingest(10_100, cart_flush(10, 1, [2, 6, 9], 70.0), "a");
-    let b = store.ingest(10_900, cart_flush(5, 2, [0, 1, 5], 60.0), "b");
+    let a = ingest(&store, 10_100, cart_flush(10, 1, [2, 6, 9], 70.0), "a");
+    let b = ingest(&store, 10_900, cart_flush(5, 2, [0, 1, 5], 60.0), "b");
     assert_eq!(
         a,
         IngestReport {
@@ -89,7 +100,8 @@ fn two_envoys_add_up_bucket_by_bucket() {
 fn windows_roll_and_the_ring_stays_bounded() {
     let store = store(small());
     for second in 0..10u64 {
-        store.ingest(
+        ingest(
+            &store,
             second * 1_000 + 5,
             cart_flush(second + 1, 0, [0, 0, 0], 0.0),
             "a",
@@ -101,13 +113,13 @@ fn windows_roll_and_the_ring_stays_bounded() {
     assert_eq!(windows[2].primary.requests, 10);
 
     // Older than every window kept: refused and counted, nothing changes.
-    let report = store.ingest(2_500, cart_flush(99, 0, [0, 0, 0], 0.0), "late");
+    let report = ingest(&store, 2_500, cart_flush(99, 0, [0, 0, 0], 0.0), "late");
     assert_eq!(report.rejected, 3);
     assert_eq!(store.counts().rejected_with("stale_window"), 3);
     assert_eq!(store.windows("cart", 0), windows);
 
     // A late flush for a window still kept lands in it.
-    store.ingest(8_999, cart_flush(1, 0, [0, 0, 0], 0.0), "late");
+    ingest(&store, 8_999, cart_flush(1, 0, [0, 0, 0], 0.0), "late");
     assert_eq!(store.windows("cart", 8_500)[0].primary.requests, 10);
     assert_eq!(store.windows("cart", 9_000).len(), 1);
 }
@@ -115,9 +127,9 @@ fn windows_roll_and_the_ring_stays_bounded() {
 #[test]
 fn sum_spans_a_range_of_windows() {
     let store = store(small());
-    store.ingest(1_000, cart_flush(4, 1, [1, 2, 3], 10.0), "a");
-    store.ingest(2_000, cart_flush(6, 0, [3, 3, 6], 20.0), "a");
-    store.ingest(3_000, cart_flush(100, 0, [0, 0, 0], 0.0), "a");
+    ingest(&store, 1_000, cart_flush(4, 1, [1, 2, 3], 10.0), "a");
+    ingest(&store, 2_000, cart_flush(6, 0, [3, 3, 6], 20.0), "a");
+    ingest(&store, 3_000, cart_flush(100, 0, [0, 0, 0], 0.0), "a");
     let sum = store.sum("cart", 1_000, 3_000).unwrap().unwrap();
     assert_eq!((sum.start_ms, sum.end_ms), (1_000, 3_000));
     assert_eq!((sum.primary.requests, sum.primary.errors_5xx), (10, 1));
@@ -129,7 +141,7 @@ fn sum_spans_a_range_of_windows() {
 #[test]
 fn a_histogram_with_other_buckets_is_refused_and_the_window_kept() {
     let store = store(small());
-    store.ingest(1_000, cart_flush(4, 0, [1, 2, 3], 10.0), "a");
+    ingest(&store, 1_000, cart_flush(4, 0, [1, 2, 3], 10.0), "a");
     let before = store.windows("cart", 0);
     let other = message(
         None,
@@ -142,7 +154,7 @@ fn a_histogram_with_other_buckets_is_refused_and_the_window_kept() {
             3.0,
         )],
     );
-    let report = store.ingest(1_500, other, "b");
+    let report = ingest(&store, 1_500, other, "b");
     assert_eq!(
         report,
         IngestReport {
@@ -167,7 +179,7 @@ fn services_and_custom_metrics_are_bounded() {
             )
         })
         .collect();
-    store.ingest(0, message(None, services), "a");
+    ingest(&store, 0, message(None, services), "a");
     assert_eq!(store.services().len(), 4);
     assert_eq!(store.counts().rejected_with("too_many_services"), 2);
 
@@ -184,7 +196,7 @@ fn services_and_custom_metrics_are_bounded() {
             )
         })
         .collect();
-    store.ingest(0, message(None, customs), "a");
+    ingest(&store, 0, message(None, customs), "a");
     let window = &store.windows("svc0", 0)[0];
     assert_eq!(
         window.shadow.custom.keys().collect::<Vec<_>>(),
@@ -197,7 +209,7 @@ fn services_and_custom_metrics_are_bounded() {
 #[test]
 fn malformed_input_never_changes_a_window() {
     let store = store(small());
-    store.ingest(1_000, cart_flush(4, 1, [1, 2, 3], 10.0), "a");
+    ingest(&store, 1_000, cart_flush(4, 1, [1, 2, 3], 10.0), "a");
     let before = store.windows("cart", 0);
     let name = "wasmcustom.doppel.cart.mirror.sent";
     let bad = message(
@@ -237,7 +249,7 @@ fn malformed_input_never_changes_a_window() {
             ),
         ],
     );
-    let report = store.ingest(1_200, bad, "evil");
+    let report = ingest(&store, 1_200, bad, "evil");
     assert_eq!(
         report,
         IngestReport {
@@ -268,13 +280,24 @@ fn a_restarted_envoy_starts_from_zero_deltas_and_never_subtracts() {
     // Counters are deltas and histograms per-interval: a restart shows as a new stream whose
     // first flush carries what the new process served since it started, never less than zero.
     let store = store(small());
-    store.ingest(
+    ingest(
+        &store,
         1_000,
         cart_flush(50, 5, [10, 40, 50], 300.0),
         "a (before restart)",
     );
-    store.ingest(1_100, cart_flush(0, 0, [0, 0, 0], 0.0), "a (after restart)");
-    store.ingest(1_200, cart_flush(3, 0, [1, 3, 3], 7.0), "a (after restart)");
+    ingest(
+        &store,
+        1_100,
+        cart_flush(0, 0, [0, 0, 0], 0.0),
+        "a (after restart)",
+    );
+    ingest(
+        &store,
+        1_200,
+        cart_flush(3, 0, [1, 3, 3], 7.0),
+        "a (after restart)",
+    );
     let w = &store.windows("cart", 0)[0];
     assert_eq!((w.primary.requests, w.primary.errors_5xx), (53, 5));
     assert_eq!(w.primary.latency_ms.counts, vec![11, 32, 10, 0]);
@@ -286,15 +309,53 @@ async fn subscribers_wake_on_new_data_only() {
     let store = store(small());
     let mut changes = store.subscribe();
     assert!(!changes.has_changed().unwrap());
-    store.ingest(
+    ingest(
+        &store,
         0,
         message(None, vec![counter("server.uptime", &[], 1.0)]),
         "a",
     );
     assert!(!changes.has_changed().unwrap());
-    store.ingest(0, cart_flush(1, 0, [0, 1, 1], 2.0), "a");
+    ingest(&store, 0, cart_flush(1, 0, [0, 1, 1], 2.0), "a");
     tokio::time::timeout(std::time::Duration::from_secs(1), changes.changed())
         .await
         .expect("woken")
         .unwrap();
+}
+
+#[test]
+fn cumulative_counters_become_deltas_per_stream_and_survive_restarts() {
+    let store = store(StoreConfig {
+        counters: CounterMode::Cumulative,
+        ..small()
+    });
+    let mut a = store.open_stream("a");
+    let mut b = store.open_stream("b");
+    let flush = |requests: u64| cart_flush(requests, 0, [0, 1, requests], 2.0 * requests as f64);
+    // Values in a stream's first message are baselines: the history before the stream opened
+    // is not this window's.
+    store.ingest(1_000, flush(100), &mut a);
+    store.ingest(1_000, flush(7), &mut b);
+    store.ingest(1_100, flush(130), &mut a);
+    store.ingest(1_100, flush(9), &mut b);
+    // a restarted: its counter went down, and all of the new value is new.
+    store.ingest(1_200, flush(20), &mut a);
+    store.ingest(1_300, flush(25), &mut a);
+    let w = &store.windows("cart", 0)[0];
+    assert_eq!(w.primary.requests, 30 + 2 + 20 + 5);
+    assert_eq!(w.primary.errors_5xx, 0);
+    // Histograms are per interval in both modes: every flush's buckets add.
+    assert_eq!(w.primary.latency_ms.total(), 100 + 7 + 130 + 9 + 20 + 25);
+    assert_eq!(a.baselines(), 2);
+    // A counter first seen mid-stream (Envoy creates some on first use) started at zero: it
+    // counts in full.
+    let timeouts = counter("cluster.upstream_rq_timeout", &[(CLUSTER, "cart_v1")], 2.0);
+    store.ingest(1_400, message(None, vec![timeouts]), &mut a);
+    assert_eq!(store.windows("cart", 0)[0].primary.resets, 2);
+    // A stream that ends takes its baselines with it; a new one starts over.
+    drop(a);
+    let mut again = store.open_stream("a");
+    store.ingest(1_500, flush(1_000), &mut again);
+    let w = &store.windows("cart", 0)[0];
+    assert_eq!((w.primary.requests, w.primary.resets), (57, 2));
 }
