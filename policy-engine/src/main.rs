@@ -107,7 +107,7 @@ fn run_replay(policy_path: &PathBuf, trace_path: &PathBuf, json: bool) -> ExitCo
     let report = match result {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("{}:{}", trace_path.display(), e);
+            eprintln!("{}:{}: {}", trace_path.display(), e.line, e.source);
             return ExitCode::FAILURE;
         }
     };
