@@ -180,7 +180,8 @@ pub fn pooled_z(primary: Counts, shadow: Counts) -> f64 {
         return 0.0;
     }
     let pooled = (primary.errors + shadow.errors) as f64 / n;
-    let var = pooled * (1.0 - pooled) * (1.0 / shadow.requests as f64 + 1.0 / primary.requests as f64);
+    let var =
+        pooled * (1.0 - pooled) * (1.0 / shadow.requests as f64 + 1.0 / primary.requests as f64);
     if var <= 0.0 {
         return 0.0;
     }
@@ -274,7 +275,11 @@ fn katz_ratio(a: Counts, b: Counts, z: f64) -> Option<Interval> {
     if a.requests == 0 || b.requests == 0 || (a.errors == 0 && b.errors == 0) {
         return None;
     }
-    let fix = if a.errors == 0 || b.errors == 0 { 0.5 } else { 0.0 };
+    let fix = if a.errors == 0 || b.errors == 0 {
+        0.5
+    } else {
+        0.0
+    };
     let (xa, na) = (a.errors as f64 + fix, a.requests as f64 + fix);
     let (xb, nb) = (b.errors as f64 + fix, b.requests as f64 + fix);
     let ln_ratio = (xa / na).ln() - (xb / nb).ln();

@@ -107,7 +107,11 @@ pub fn quantile(h: &Histogram, q: f64) -> Option<Quantile> {
             let Some(&upper) = h.bounds.get(i) else {
                 break;
             };
-            let lower = if i == 0 { 0.0f64.min(upper) } else { h.bounds[i - 1] };
+            let lower = if i == 0 {
+                0.0f64.min(upper)
+            } else {
+                h.bounds[i - 1]
+            };
             let value = lower + (upper - lower) * ((rank - before as f64) / c as f64).max(0.0);
             return Some(Quantile {
                 value,

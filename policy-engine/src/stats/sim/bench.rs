@@ -51,13 +51,17 @@ impl Trace {
 pub fn run(scenario: &Scenario, alpha: f64, seed: u64) -> Result<Trace, StatsError> {
     let sim = Simulator::new(scenario.clone());
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut doppel = DoppelJudge::new(alpha)?;
-    let mut kayenta = KayentaJudge::default();
+    let mut doppel = DoppelJudge::new(alpha, scenario.latency)?;
+    let mut kayenta = KayentaJudge::new(scenario.latency);
     let mut argo = ArgoJudge::new(ArgoConfig::for_scenario(scenario));
     let n = scenario.intervals;
     let mut trace = Trace {
         shadow_requests: Vec::with_capacity(n),
-        scores: [Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n)],
+        scores: [
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        ],
     };
     let mut requests = 0;
     let mut best = [0.0f64; 3];
@@ -79,8 +83,15 @@ pub fn run(scenario: &Scenario, alpha: f64, seed: u64) -> Result<Trace, StatsErr
 }
 
 /// Runs `runs` seeded runs (seeds `base_seed`, `base_seed + 1`, ...).
-pub fn runs(scenario: &Scenario, alpha: f64, runs: usize, base_seed: u64) -> Result<Vec<Trace>, StatsError> {
-    (0..runs as u64).map(|i| run(scenario, alpha, base_seed.wrapping_add(i))).collect()
+pub fn runs(
+    scenario: &Scenario,
+    alpha: f64,
+    runs: usize,
+    base_seed: u64,
+) -> Result<Vec<Trace>, StatsError> {
+    (0..runs as u64)
+        .map(|i| run(scenario, alpha, base_seed.wrapping_add(i)))
+        .collect()
 }
 
 /// The same scenario with the shadow behaving exactly like the primary.
@@ -120,7 +131,10 @@ pub struct Outcome {
 pub fn outcome(traces: &[Trace], j: usize, threshold: f64) -> Outcome {
     let mut at: Vec<Option<(u64, usize)>> = traces
         .iter()
-        .map(|t| t.first_alarm(j, threshold).map(|i| (t.shadow_requests[i], i + 1)))
+        .map(|t| {
+            t.first_alarm(j, threshold)
+                .map(|i| (t.shadow_requests[i], i + 1))
+        })
         .collect();
     let alarms = at.iter().filter(|a| a.is_some()).count();
     // None sorts first; put "never" last instead.
@@ -156,7 +170,7 @@ pub fn evaluate(scenario: &Scenario, alpha: f64, n: usize, seed: u64) -> Result<
     let argo = ArgoConfig::for_scenario(scenario).threshold();
     Ok(Row {
         outcomes: [
-            outcome(&traces, 0, DoppelJudge::threshold(alpha)),
+            outcome(&traces, 0, DoppelJudge::threshold(alpha, scenario.latency)),
             outcome(&traces, 0, doppel_threshold),
             outcome(&traces, 1, KayentaJudge::threshold()),
             outcome(&traces, 1, kayenta_threshold),
@@ -168,33 +182,131 @@ pub fn evaluate(scenario: &Scenario, alpha: f64, n: usize, seed: u64) -> Result<
     })
 }
 
-/// The scenarios of BENCHMARKS.md: 10 s intervals, 2000 requests per interval (200 rps).
-pub fn scenarios() -> Vec<Scenario> {
-    let base = VariantModel {
-        error_rate: 0.01,
-        median_ms: 40.0,
-        sigma: 0.6,
-    };
-    let scenario = |name: &str, share: f64, intervals: usize, primary: VariantModel, shadow: VariantModel| Scenario {
+/// A variant failing 1% of requests, median latency 40 ms, `ln` latency spread 0.6.
+pub const BASELINE: VariantModel = VariantModel {
+    error_rate: 0.01,
+    median_ms: 40.0,
+    sigma: 0.6,
+};
+
+/// Intervals in an hour of 10 s intervals.
+pub const HOUR: usize = 360;
+
+/// A scenario named `name`; a regression when the shadow differs from the primary.
+pub fn scenario(
+    name: &str,
+    requests_per_interval: u64,
+    shadow_share: f64,
+    intervals: usize,
+    primary: VariantModel,
+    shadow: VariantModel,
+) -> Scenario {
+    Scenario {
         name: name.to_string(),
         regression: primary != shadow,
-        requests_per_interval: 2000,
-        shadow_share: share,
+        requests_per_interval,
+        shadow_share,
         intervals,
         primary,
         shadow,
+        latency: true,
+    }
+}
+
+/// The same scenario judged on error rates alone.
+pub fn errors_only(scenario: Scenario) -> Scenario {
+    Scenario {
+        name: format!("{}, errors only", scenario.name),
+        latency: false,
+        ..scenario
+    }
+}
+
+/// The scenarios of BENCHMARKS.md, with 10 s intervals: a 200 rps service (2000 requests per
+/// interval) for an hour, a 20 rps service for 6 hours, and 0.1% of the 200 rps service for
+/// 6 hours.
+pub fn scenarios() -> Vec<Scenario> {
+    let base = BASELINE;
+    let errors2 = VariantModel {
+        error_rate: 0.02,
+        ..base
     };
-    let hour = 360;
-    let zero = VariantModel { error_rate: 0.0, ..base };
+    let zero = VariantModel {
+        error_rate: 0.0,
+        ..base
+    };
+    let slower = VariantModel {
+        median_ms: 44.0,
+        ..base
+    };
+    let wider = VariantModel { sigma: 0.9, ..base };
+    let failing = VariantModel {
+        error_rate: 0.05,
+        ..zero
+    };
+    let six = 6 * HOUR;
     vec![
-        scenario("A/A, 1% traffic", 0.01, hour, base, base),
-        scenario("errors 1% -> 2%, 1% traffic", 0.01, hour, base, VariantModel { error_rate: 0.02, ..base }),
-        scenario("latency +10%, 1% traffic", 0.01, hour, base, VariantModel { median_ms: 44.0, ..base }),
-        scenario("latency variance only (sigma 0.6 -> 0.9), 1% traffic", 0.01, hour, base, VariantModel { sigma: 0.9, ..base }),
-        scenario("zero-error primary, shadow fails 5%, 1% traffic", 0.01, hour, zero, VariantModel { error_rate: 0.05, ..zero }),
- scenario("errors 1% -> 2%, 1% traffic, 6 h", 0.01, 6 * hour, base, VariantModel { error_rate: 0.02, ..base }),
-        scenario("A/A, 0.1% traffic, 6 h", 0.001, 6 * hour, base, base),
-        scenario("errors 1% -> 2%, 0.1% traffic, 6 h", 0.001, 6 * hour, base, VariantModel { error_rate: 0.02, ..base }),
+        scenario("A/A, 1% of 200 rps, 1 h", 2000, 0.01, HOUR, base, base),
+        scenario(
+            "errors 1% -> 2%, 1% of 200 rps, 1 h",
+            2000,
+            0.01,
+            HOUR,
+            base,
+            errors2,
+        ),
+        scenario(
+            "latency +10%, 1% of 200 rps, 1 h",
+            2000,
+            0.01,
+            HOUR,
+            base,
+            slower,
+        ),
+        scenario(
+            "latency spread only (sigma 0.6 -> 0.9), 1% of 200 rps, 1 h",
+            2000,
+            0.01,
+            HOUR,
+            base,
+            wider,
+        ),
+        scenario(
+            "zero-error primary, shadow fails 5%, 1% of 200 rps, 1 h",
+            2000,
+            0.01,
+            HOUR,
+            zero,
+            failing,
+        ),
+        scenario("A/A, 1% of 20 rps, 6 h", 200, 0.01, six, base, base),
+        scenario(
+            "errors 1% -> 2%, 1% of 20 rps, 6 h",
+            200,
+            0.01,
+            six,
+            base,
+            errors2,
+        ),
+        scenario(
+            "latency +10%, 1% of 20 rps, 6 h",
+            200,
+            0.01,
+            six,
+            base,
+            slower,
+        ),
+        errors_only(scenario("A/A, 1% of 20 rps, 6 h", 200, 0.01, six, base, base)),
+        errors_only(scenario("errors 1% -> 2%, 1% of 20 rps, 6 h", 200, 0.01, six, base, errors2)),
+        scenario("A/A, 0.1% of 200 rps, 6 h", 2000, 0.001, six, base, base),
+        scenario(
+            "errors 1% -> 2%, 0.1% of 200 rps, 6 h",
+            2000,
+            0.001,
+            six,
+            base,
+            errors2,
+        ),
     ]
 }
 

@@ -18,11 +18,11 @@ use std::collections::VecDeque;
 
 use super::{Interval, Scenario};
 use crate::metrics::Histogram;
+use crate::stats::StatsError;
 use crate::stats::mann_whitney::{RankSums, rank_sums};
 use crate::stats::proportions::Counts;
 use crate::stats::quantiles::quantile;
 use crate::stats::sequential::{ErrorRateSequential, LatencySequential, SequentialConfig};
-use crate::stats::StatsError;
 use crate::stats::special::norm_sf;
 
 /// Something that looks at every interval and scores the evidence against the shadow.
@@ -34,32 +34,43 @@ pub trait Judge {
 /// doppel's always-valid tests.
 pub struct DoppelJudge {
     errors: ErrorRateSequential,
-    latency: LatencySequential,
+    latency: Option<LatencySequential>,
 }
 
 impl DoppelJudge {
-    /// Both tests at `alpha / 2`.
-    pub fn new(alpha: f64) -> Result<Self, StatsError> {
-        let half = alpha / 2.0;
+    /// The error test, and the latency test when `latency`; `alpha` split evenly between them.
+    pub fn new(alpha: f64, latency: bool) -> Result<Self, StatsError> {
+        let each = alpha / Self::tests(latency);
         Ok(DoppelJudge {
-            errors: ErrorRateSequential::new(SequentialConfig::errors(half))?,
-            latency: LatencySequential::new(SequentialConfig::latency(half))?,
+            errors: ErrorRateSequential::new(SequentialConfig::errors(each))?,
+            latency: if latency {
+                Some(LatencySequential::new(SequentialConfig::latency(each))?)
+            } else {
+                None
+            },
         })
     }
 
-    /// The score at which it alarms: `ln(2 / alpha)`.
-    pub fn threshold(alpha: f64) -> f64 {
-        (2.0 / alpha).ln()
+    fn tests(latency: bool) -> f64 {
+        if latency { 2.0 } else { 1.0 }
+    }
+
+    /// The score at which it alarms: `ln(tests / alpha)`.
+    pub fn threshold(alpha: f64, latency: bool) -> f64 {
+        (Self::tests(latency) / alpha).ln()
     }
 }
 
 impl Judge for DoppelJudge {
     fn look(&mut self, i: &Interval) -> f64 {
-        let e = self.errors.observe(i.primary, i.shadow).map_or(1.0, |r| r.p_value);
-        let l = self
-            .latency
-            .observe(&i.primary_latency, &i.shadow_latency)
+        let e = self
+            .errors
+            .observe(i.primary, i.shadow)
             .map_or(1.0, |r| r.p_value);
+        let l = self.latency.as_mut().map_or(1.0, |t| {
+            t.observe(&i.primary_latency, &i.shadow_latency)
+                .map_or(1.0, |r| r.p_value)
+        });
         -(e.min(l)).ln()
     }
 }
@@ -67,6 +78,8 @@ impl Judge for DoppelJudge {
 /// The Kayenta-style Mann-Whitney judge on cumulative data.
 #[derive(Default)]
 pub struct KayentaJudge {
+    /// Whether latency is a metric of the analysis.
+    latency: bool,
     primary: Counts,
     shadow: Counts,
     primary_latency: Option<Histogram>,
@@ -74,6 +87,14 @@ pub struct KayentaJudge {
 }
 
 impl KayentaJudge {
+    /// A judge of error rates, and of latency when `latency`.
+    pub fn new(latency: bool) -> Self {
+        KayentaJudge {
+            latency,
+            ..KayentaJudge::default()
+        }
+    }
+
     /// Its own threshold: one-sided p below 1% (a 98% two-sided interval above 0).
     pub fn threshold() -> f64 {
         -(0.01f64).ln()
@@ -106,8 +127,10 @@ impl Judge for KayentaJudge {
         self.primary.errors += i.primary.errors;
         self.shadow.requests += i.shadow.requests;
         self.shadow.errors += i.shadow.errors;
-        add(&mut self.primary_latency, &i.primary_latency);
-        add(&mut self.shadow_latency, &i.shadow_latency);
+        if self.latency {
+            add(&mut self.primary_latency, &i.primary_latency);
+            add(&mut self.shadow_latency, &i.shadow_latency);
+        }
         let outcomes = |c: Counts| [c.requests - c.errors, c.errors];
         let errors = p_greater(&rank_sums(&outcomes(self.shadow), &outcomes(self.primary)));
         let latency = match (&self.primary_latency, &self.shadow_latency) {
