@@ -322,6 +322,23 @@ impl Analyzer {
                 self.fired[i] = false;
             }
         }
+        // A rollback or pause in this interval closes the gate of shift and promote rules:
+        // they have not fired, and may when the rollout moves again.
+        let stops = fired.iter().any(|&i| {
+            matches!(
+                self.policy.rules[i].action,
+                Action::Rollback | Action::Pause
+            )
+        });
+        if stops {
+            fired.retain(|&i| {
+                let gated = matches!(self.policy.rules[i].action, Action::Shift | Action::Promote);
+                if gated {
+                    self.fired[i] = false;
+                }
+                !gated
+            });
+        }
         let mut decisions = Vec::new();
         let effects = self.apply(&fired, at_ms);
         for (i, effect) in fired.into_iter().zip(effects) {

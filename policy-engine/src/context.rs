@@ -670,7 +670,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn schema_lists_every_root_and_custom_metrics() {
+    fn policy_context_schema_lists_every_root_and_custom_metrics() {
         let schema = Schema::of(&["db".to_string()]);
         let roots: Vec<_> = schema.roots.keys().map(String::as_str).collect();
         let mut expected = ROOTS.to_vec();
@@ -683,7 +683,7 @@ mod tests {
     }
 
     #[test]
-    fn sample_context_evaluates_in_cel() {
+    fn policy_context_sample_evaluates_in_cel() {
         let ctx = RuleContext::sample(&[]).to_cel().unwrap();
         let program = cel::Program::compile(
             "shadow.error_rate > primary.error_rate && compare.errors.worse && rollout.step == 1",
