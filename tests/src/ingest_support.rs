@@ -273,10 +273,17 @@ pub async fn get(addr: SocketAddr, path_and_query: &str) -> Result<(u16, String)
 
 /// A bootstrap for one Envoy named `node` that streams its stats every second to the engine at
 /// `engine` and proxies `/shadow/...` to cluster `cart_v2`, everything else to `cart_v1`, both
-/// at `upstream`. Its sink section is the one in `envoy/metrics-sink.yaml`.
-pub fn sink_bootstrap(node: &str, engine: SocketAddr, upstream: SocketAddr) -> String {
+/// at `upstream`. Its sink section is the one in `envoy/metrics-sink.yaml`, with counters as
+/// deltas or, when `deltas` is false, cumulative (Envoy's default).
+pub fn sink_bootstrap(
+    node: &str,
+    engine: SocketAddr,
+    upstream: SocketAddr,
+    deltas: bool,
+) -> String {
     BOOTSTRAP
         .replace("NODE_ID", node)
+        .replace("DELTAS", if deltas { "true" } else { "false" })
         .replace("ENGINE_PORT", &engine.port().to_string())
         .replace("UPSTREAM_PORT", &upstream.port().to_string())
 }
@@ -294,7 +301,7 @@ stats_sinks:
   typed_config:
     "@type": type.googleapis.com/envoy.config.metrics.v3.MetricsServiceConfig
     transport_api_version: V3
-    report_counters_as_deltas: true
+    report_counters_as_deltas: DELTAS
     emit_tags_as_labels: true
     histogram_emit_mode: HISTOGRAM
     grpc_service:

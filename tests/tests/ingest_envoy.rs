@@ -6,7 +6,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use doppel_engine::ingest::{self, ClusterRegistry, StoreConfig, WindowStore};
+use doppel_engine::ingest::{self, ClusterRegistry, CounterMode, StoreConfig, WindowStore};
 use doppel_engine::metrics::{Histogram, ServiceWindow, VariantWindow};
 use doppel_filter::names::Variant;
 use doppel_tests::ingest_support::{
@@ -22,7 +22,7 @@ struct Engine {
 }
 
 impl Engine {
-    async fn start() -> Engine {
+    async fn start(counters: CounterMode) -> Engine {
         let registry = ClusterRegistry::new()
             .with("cart_v1", "cart", Variant::Primary)
             .with("cart_v2", "cart", Variant::Shadow);
@@ -30,6 +30,7 @@ impl Engine {
             StoreConfig {
                 window_ms: 1_000,
                 windows: 600,
+                counters,
                 ..StoreConfig::default()
             },
             registry,
@@ -175,10 +176,10 @@ fn assert_nothing_malformed(engine: &Engine, also: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_two_envoys_windows_equal_the_sum_of_what_each_served() {
-    let engine = Engine::start().await;
+    let engine = Engine::start(CounterMode::Deltas).await;
     let upstream = Upstream::start().await;
-    let a = Envoy::start(&sink_bootstrap("envoy-a", engine.addr, upstream.addr)).await;
-    let b = Envoy::start(&sink_bootstrap("envoy-b", engine.addr, upstream.addr)).await;
+    let a = Envoy::start(&sink_bootstrap("envoy-a", engine.addr, upstream.addr, true)).await;
+    let b = Envoy::start(&sink_bootstrap("envoy-b", engine.addr, upstream.addr, true)).await;
 
     // Different traffic and latency on each, so that a lost or doubled Envoy shows.
     drive(&a, "/cart", 25, 200).await;
@@ -212,7 +213,12 @@ async fn ingest_two_envoys_windows_equal_the_sum_of_what_each_served() {
     assert!(total.primary.latency_ms.sum >= 17.0 * 30.0);
     assert!(total.shadow.latency_ms.sum >= 12.0 * 60.0);
 
-    // Later flushes (deltas of zero) change nothing: no Envoy is counted twice.
+    assert_settled(&engine).await;
+    assert_nothing_malformed(&engine, &[]);
+}
+
+/// Later flushes (with nothing new served) change nothing: no Envoy is counted twice.
+async fn assert_settled(engine: &Engine) {
     let settled = engine.total();
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     assert_eq!(
@@ -223,14 +229,51 @@ async fn ingest_two_envoys_windows_equal_the_sum_of_what_each_served() {
         comparable(&engine.total().shadow),
         comparable(&settled.shadow)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_envoy_reporting_cumulative_counters_matches_what_it_served() {
+    let engine = Engine::start(CounterMode::Cumulative).await;
+    let upstream = Upstream::start().await;
+    let envoy = Envoy::start(&sink_bootstrap(
+        "envoy-c",
+        engine.addr,
+        upstream.addr,
+        false,
+    ))
+    .await;
+    // What was served before the stream's first message is its baseline: wait for that
+    // message (Envoy sends only counters used so far, so nothing of cart's is in it yet).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while engine.store.counts().rejected_with("unknown_metric") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no flush from Envoy: accepted {}, refused {:?}\n{}",
+            engine.store.counts().accepted(),
+            engine.store.counts().rejected(),
+            envoy.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drive(&envoy, "/cart", 14, 200).await;
+    drive(&envoy, "/cart/fail", 4, 500).await;
+    drive(&envoy, "/shadow/cart?delay_ms=20", 6, 200).await;
+    wait_for_sum(
+        &engine,
+        &ServiceWindow::default(),
+        &[&envoy],
+        [(18, 4), (6, 0)],
+    )
+    .await;
+    assert_settled(&engine).await;
     assert_nothing_malformed(&engine, &[]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_restarted_envoy_adds_on_without_corrupting_windows() {
-    let engine = Engine::start().await;
+    let engine = Engine::start(CounterMode::Deltas).await;
     let upstream = Upstream::start().await;
-    let bootstrap = sink_bootstrap("envoy-r", engine.addr, upstream.addr);
+    let bootstrap = sink_bootstrap("envoy-r", engine.addr, upstream.addr, true);
 
     let first = Envoy::start(&bootstrap).await;
     drive(&first, "/cart", 12, 200).await;

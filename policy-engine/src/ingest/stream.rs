@@ -22,8 +22,8 @@ pub enum CounterMode {
     Deltas,
     /// The value since Envoy started (Envoy's default). Values in a stream's first message are
     /// baselines and add nothing (that history is not the current window's); a counter first
-    /// seen later was created since, at zero, and counts in full; a value below the last one
-    /// means Envoy restarted, and counts in full.
+    /// seen later counts in full (Envoy sends only counters used at least once, so it was at
+    /// zero before); a value below the last one means Envoy restarted, and counts in full.
     Cumulative,
 }
 
