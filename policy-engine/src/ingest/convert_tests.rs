@@ -3,6 +3,7 @@ use envoy_types::pb::io::prometheus::client as prom;
 use proptest::prelude::*;
 
 use super::*;
+use crate::ingest::values::MAX_COUNT;
 use crate::ingest::wire::{counter, gauge, histogram, message};
 
 fn registry() -> ClusterRegistry {

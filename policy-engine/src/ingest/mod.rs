@@ -10,6 +10,7 @@
 //! - [`server`]: [`serve`], the tonic server on a listener the caller binds.
 //! - [`stream`]: what is kept per open Envoy stream (its name; cumulative counters' last
 //!   values when the sinks do not send deltas), dropped when the stream ends.
+//! - [`values`]: the checks on a metric's numbers (counts, histogram buckets).
 //! - [`registry`] and [`error`]: the cluster map and the error kinds with their counters.
 //! - [`wire`]: builders of messages shaped as Envoy sends them (tests, tools).
 //!
@@ -22,6 +23,7 @@ pub mod registry;
 pub mod server;
 pub mod store;
 pub mod stream;
+pub mod values;
 pub mod wire;
 
 pub use convert::{Field, Flush, MirrorStat, Update, Value};
