@@ -6,12 +6,14 @@
 //! - [`validate`]: raw to model, collecting every problem with its line and column.
 //! - [`expr`]: compiling and checking a rule's CEL condition against the context's schema.
 //! - [`check`]: `doppel check`: every problem of every policy file under some paths.
+//! - [`filter`]: the filter config document built from a policy's traffic section.
 //!
 //! A policy is loaded whole or refused whole ([`parse`] returns every problem it finds); the
 //! caller keeps the last good one in force.
 
 pub mod check;
 pub mod expr;
+pub mod filter;
 pub mod model;
 pub mod raw;
 pub mod validate;
