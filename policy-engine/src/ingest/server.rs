@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use envoy_types::pb::envoy::service::metrics::v3::metrics_service_server::{
     MetricsService, MetricsServiceServer,
@@ -20,6 +20,9 @@ use super::store::WindowStore;
 /// the first also carries the node (about 64 KB): a large Envoy needs more than tonic's 4 MB.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
+/// How often an idle connection is pinged, and how long a ping may go unanswered.
+const KEEPALIVE: Duration = Duration::from_secs(30);
+
 /// Serves Envoy's MetricsService on `listener` into `store` until `shutdown` completes; then
 /// ends every open stream and returns once the connections are closed.
 pub async fn serve(
@@ -34,6 +37,10 @@ pub async fn serve(
     };
     let service = MetricsServiceServer::new(sink).max_decoding_message_size(MAX_MESSAGE_BYTES);
     tonic::transport::Server::builder()
+        // An Envoy that vanished without closing its connection is noticed, and its stream
+        // (with its state) ends.
+        .http2_keepalive_interval(Some(KEEPALIVE))
+        .http2_keepalive_timeout(Some(KEEPALIVE))
         .add_service(service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             shutdown.await;
