@@ -81,3 +81,17 @@ fn policy_context_doc_examples_are_valid_rules() {
         }
     }
 }
+
+#[test]
+fn policy_file_doc_example_is_a_valid_policy() {
+    let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/policy-file.md");
+    let text = std::fs::read_to_string(doc).expect("read docs/policy-file.md");
+    let example = text
+        .split("```yaml")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the doc's YAML example");
+    let policy = doppel_engine::policy::parse(example).unwrap_or_else(|p| panic!("{p:?}"));
+    assert_eq!(policy.rules.len(), 1);
+    assert_eq!(policy.steps.len(), 1);
+}
