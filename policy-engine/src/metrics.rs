@@ -191,3 +191,64 @@ impl ServiceWindow {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn histogram(bounds: &[f64], counts: &[u64], sum: f64) -> Histogram {
+        Histogram {
+            bounds: bounds.to_vec(),
+            counts: counts.to_vec(),
+            sum,
+        }
+    }
+
+    #[test]
+    fn histograms_with_other_bounds_do_not_merge_and_stay_unchanged() {
+        let mut a = histogram(&[1.0, 5.0], &[1, 2, 3], 10.0);
+        let before = a.clone();
+        assert!(a.merge(&histogram(&[1.0, 6.0], &[1, 1, 1], 1.0)).is_err());
+        assert_eq!(a, before);
+        assert!(a.merge(&Histogram::default()).is_ok());
+        assert_eq!(a, before);
+        assert_eq!(a.total(), 6);
+    }
+
+    #[test]
+    fn a_variant_merge_is_all_or_nothing() {
+        let mut a = VariantWindow {
+            requests: 5,
+            latency_ms: histogram(&[1.0], &[2, 3], 4.0),
+            ..VariantWindow::default()
+        };
+        a.custom
+            .insert("db".into(), histogram(&[1.0], &[1, 0], 0.5));
+        let before = a.clone();
+        let mut b = VariantWindow {
+            requests: 7,
+            latency_ms: histogram(&[1.0], &[1, 1], 2.0),
+            ..VariantWindow::default()
+        };
+        b.custom
+            .insert("db".into(), histogram(&[2.0], &[1, 0], 0.5));
+        assert!(a.merge(&b).is_err());
+        assert_eq!(a, before, "the requests and latency were not added either");
+
+        b.custom.clear();
+        a.merge(&b).unwrap();
+        assert_eq!((a.requests, a.latency_ms.counts.clone()), (12, vec![3, 4]));
+    }
+
+    #[test]
+    fn counts_saturate_instead_of_wrapping() {
+        let mut a = ServiceWindow::default();
+        a.primary.requests = u64::MAX - 1;
+        a.mirror.sent = u64::MAX;
+        let mut b = ServiceWindow::default();
+        b.primary.requests = 10;
+        b.mirror.sent = 1;
+        a.merge(&b).unwrap();
+        assert_eq!((a.primary.requests, a.mirror.sent), (u64::MAX, u64::MAX));
+    }
+}

@@ -2,7 +2,7 @@ use doppel_filter::names::Variant::{Primary, Shadow};
 
 use super::*;
 use crate::ingest::wire::{counter, histogram, message};
-use crate::metrics::Histogram;
+use crate::metrics::{Histogram, VariantWindow};
 
 const CLUSTER: &str = "envoy.cluster_name";
 const BOUNDS: [f64; 3] = [1.0, 5.0, 25.0];
@@ -358,4 +358,76 @@ fn cumulative_counters_become_deltas_per_stream_and_survive_restarts() {
     store.ingest(1_500, flush(1_000), &mut again);
     let w = &store.windows("cart", 0)[0];
     assert_eq!((w.primary.requests, w.primary.resets), (57, 2));
+}
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// One Envoy flush: (arrival ms, requests, 5xx, cumulative latency counts at [`BOUNDS`]).
+    fn flushes() -> impl Strategy<Value = Vec<(u64, u64, u64, [u64; 3])>> {
+        proptest::collection::vec(
+            (
+                0u64..3_000,
+                0u64..1_000,
+                0u64..50,
+                [0u64..100, 0u64..100, 0u64..100],
+            ),
+            0..40,
+        )
+    }
+
+    proptest! {
+        /// However flushes from several Envoys interleave, the windows hold exactly their sum,
+        /// bucket by bucket.
+        #[test]
+        fn windows_hold_the_exact_sum_of_every_flush(flushes in flushes()) {
+            let store = store(StoreConfig { window_ms: 500, windows: 6, ..small() });
+            let mut expected = VariantWindow::default();
+            for (at, requests, errors, steps) in flushes {
+                let mut cumulative = [0u64; 3];
+                let mut below = 0;
+                for (c, step) in cumulative.iter_mut().zip(steps) {
+                    below += step;
+                    *c = below;
+                }
+                let total = below.max(requests);
+                let sum = total as f64 * 3.0;
+                ingest(&store, at, cart_flush_with(requests, errors, cumulative, total, sum), "x");
+                expected.requests += requests;
+                expected.errors_5xx += errors;
+                let mut counts = Vec::new();
+                let mut prev = 0;
+                for c in cumulative {
+                    counts.push(c - prev);
+                    prev = c;
+                }
+                counts.push(total - prev);
+                expected
+                    .latency_ms
+                    .merge(&Histogram { bounds: BOUNDS.to_vec(), counts, sum })
+                    .unwrap();
+            }
+            let got = store.sum("cart", 0, u64::MAX).unwrap().unwrap_or_default();
+            prop_assert_eq!(got.primary.requests, expected.requests);
+            prop_assert_eq!(got.primary.errors_5xx, expected.errors_5xx);
+            prop_assert_eq!(&got.primary.latency_ms.counts, &expected.latency_ms.counts);
+            prop_assert!(store.windows("cart", 0).len() <= 6);
+        }
+    }
+
+    fn cart_flush_with(
+        requests: u64,
+        errors: u64,
+        cumulative: [u64; 3],
+        count: u64,
+        sum: f64,
+    ) -> StreamMetricsMessage {
+        let mut message = cart_flush(requests, errors, cumulative, sum);
+        if let Some(h) = message.envoy_metrics[2].metric[0].histogram.as_mut() {
+            h.sample_count = Some(count);
+        }
+        message
+    }
 }
