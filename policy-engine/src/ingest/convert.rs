@@ -6,12 +6,14 @@
 //!   label `envoy.cluster_name`, as `emit_tags_as_labels: true` sends them) or plain
 //!   (`cluster.<name>.upstream_rq_total`), mapped to (service, variant) by a [`ClusterRegistry`].
 //!
-//! Envoy's sink sends counters as deltas (`report_counters_as_deltas: true`) and histograms as
-//! the *interval* statistics of the last flush (`ParentHistogram::intervalStatistics` in
-//! `grpc_metrics_service_impl.cc`): bucket counts are cumulative across buckets (Prometheus
-//! style, each bucket counts everything at or below its bound) but not across flushes. Both are
-//! therefore per-flush amounts that add up across flushes and across Envoys, and no per-Envoy
-//! baseline is needed: an Envoy that restarts simply starts again from zero deltas.
+//! Envoy's sink sends, once per flush, every stat used at least once: counters as deltas
+//! (`report_counters_as_deltas: true`, doppel's config) and histograms as the *interval*
+//! statistics of the last flush (`ParentHistogram::intervalStatistics` in
+//! `grpc_metrics_service_impl.cc`, whatever the counter setting): bucket counts are cumulative
+//! across buckets (Prometheus style, each bucket counts everything at or below its bound) but
+//! not across flushes. Both are per-flush amounts that add up across flushes and across Envoys
+//! with no per-Envoy state; an Envoy that restarts starts again from zero deltas. Cumulative
+//! counters (Envoy's default) are turned into deltas per stream in [`super::stream`].
 
 use doppel_filter::names::{self, Scope, Variant};
 use envoy_types::pb::envoy::service::metrics::v3::StreamMetricsMessage;
