@@ -10,6 +10,9 @@ recorded on Envoy's default histogram buckets. Errors are independent per reques
 - healthy.jsonl: both variants fail 1% of requests and have the same latency.
 - errors-regression.jsonl: the same, but from minute 10 (window 60) the shadow fails 6%.
 - latency-regression.jsonl: the same as healthy, but from minute 10 the shadow is 40% slower.
+- search-mirror.jsonl: 15 minutes of the `search` service in mirror mode: 20% of the primary's
+  requests are copied to the shadow and compared; from minute 5 (window 30) 3% of the compared
+  answers differ in body.
 """
 
 import json
@@ -79,6 +82,37 @@ def write(name, seed, shadow_error_after, shadow_latency_after):
             out.write(json.dumps(line, separators=(",", ":")) + "\n")
 
 
+def write_mirror(name, seed):
+    rng = random.Random(seed)
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
+    with open(path, "w") as out:
+        for w in range(90):
+            start = START_MS + w * WINDOW_MS
+            primary = variant(rng, 200.0, 0.005, 1.0)
+            copies = sum(1 for _ in range(primary["requests"]) if rng.random() < 0.2)
+            shadow = variant(rng, copies / (WINDOW_MS / 1000), 0.005, 1.0)
+            compared = shadow["requests"] - shadow["errors_5xx"]
+            body_rate = 0.03 if w >= 30 else 0.0
+            line = {
+                "service": "search",
+                "start_ms": start,
+                "end_ms": start + WINDOW_MS,
+                "primary": primary,
+                "shadow": shadow,
+                "mirror": {
+                    "sent": copies,
+                    "compared": compared,
+                    "mismatch_status": 0,
+                    "mismatch_body": sum(1 for _ in range(compared) if rng.random() < body_rate),
+                    "mismatch_latency": 0,
+                    "failed": shadow["errors_5xx"],
+                    "skipped": 0,
+                },
+            }
+            out.write(json.dumps(line, separators=(",", ":")) + "\n")
+
+
 write("healthy.jsonl", 1, 0.01, 1.0)
 write("errors-regression.jsonl", 2, 0.06, 1.0)
 write("latency-regression.jsonl", 3, 0.01, 1.4)
+write_mirror("search-mirror.jsonl", 4)

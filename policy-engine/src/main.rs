@@ -1,7 +1,7 @@
 //! `doppel`: the policy engine's command line. It parses arguments and calls the library.
 
 use std::io::{BufReader, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -72,7 +72,7 @@ fn check(paths: &[PathBuf]) -> ExitCode {
     }
 }
 
-fn run_replay(policy_path: &PathBuf, trace_path: &PathBuf, json: bool) -> ExitCode {
+fn run_replay(policy_path: &Path, trace_path: &Path, json: bool) -> ExitCode {
     let policy = match policy::load(policy_path) {
         Ok(p) => p,
         Err(e) => {
@@ -123,5 +123,13 @@ fn run_replay(policy_path: &PathBuf, trace_path: &PathBuf, json: bool) -> ExitCo
         replay::render_text(&report)
     };
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    if report.windows == 0 {
+        eprintln!(
+            "{}: no window of service {} in the trace",
+            trace_path.display(),
+            report.service
+        );
+        return ExitCode::FAILURE;
+    }
     ExitCode::SUCCESS
 }

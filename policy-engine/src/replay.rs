@@ -373,7 +373,11 @@ pub fn render_text(report: &Report) -> String {
             d.rule,
             d.severity.as_str()
         );
-        let values: Vec<String> = d.values.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let values: Vec<String> = d
+            .values
+            .iter()
+            .map(|(k, v)| format!("{k}={}", short(v)))
+            .collect();
         let _ = writeln!(out, "    values: {}", values.join(", "));
         let _ = writeln!(out, "    why: {}", d.explanation);
     }
@@ -388,6 +392,21 @@ pub fn render_text(report: &Report) -> String {
     }
     out.push('\n');
     out
+}
+
+/// A value for people: doubles with at most four significant decimals (JSON keeps them all).
+fn short(v: &serde_json::Value) -> String {
+    match v.as_f64() {
+        Some(x) if v.is_f64() && x.fract() != 0.0 => {
+            if x.abs() >= 0.01 {
+                let s = format!("{x:.4}");
+                s.trim_end_matches('0').trim_end_matches('.').to_string()
+            } else {
+                format!("{x:.3e}")
+            }
+        }
+        _ => v.to_string(),
+    }
 }
 
 /// `+1h02m03s` style offset.

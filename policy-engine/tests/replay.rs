@@ -172,3 +172,45 @@ fn replay_refuses_windows_out_of_order_naming_the_line() {
     );
     assert!(stderr.contains("out of order"), "{stderr}");
 }
+
+#[test]
+fn replay_of_a_mirror_trace_pauses_on_body_mismatches() {
+    let out = replay(
+        &repo("policies/search-mirror.yaml"),
+        &repo("policies/traces/search-mirror.jsonl"),
+        true,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let pauses = decisions(&r, "pause");
+    assert_eq!(pauses.len(), 1, "{r:#}");
+    let d = pauses[0];
+    // Mismatches start at minute 5; the 10-minute sliding window needs them above 1%.
+    let at = d["at_ms"].as_u64().expect("at_ms");
+    assert!(at > TRACE_START_MS + 300_000, "{r:#}");
+    assert!(d["values"]["mirror.mismatch_rate"].as_f64() > Some(0.01));
+    assert!(
+        decisions(&r, "alert").is_empty(),
+        "no status mismatch in this trace"
+    );
+}
+
+#[test]
+fn replay_of_a_trace_without_the_policy_service_fails() {
+    let out = replay(
+        &repo("policies/search-mirror.yaml"),
+        &repo("policies/traces/healthy.jsonl"),
+        false,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("skipped 180 windows of service checkout"),
+        "{stdout}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no window of service search"));
+}

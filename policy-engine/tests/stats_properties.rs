@@ -18,7 +18,7 @@ fn counts_below(max: u64) -> impl Strategy<Value = Counts> {
 }
 
 fn counts() -> impl Strategy<Value = Counts> {
-    counts_below(1500)
+    counts_below(3000)
 }
 
 fn histogram(bounds: Vec<f64>) -> impl Strategy<Value = Histogram> {
@@ -35,7 +35,7 @@ fn latency() -> impl Strategy<Value = Histogram> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(100))]
+    #![proptest_config(ProptestConfig::with_cases(200))]
 
     #[test]
     fn stats_error_p_values_are_probabilities_and_two_sided_is_symmetric(p in counts(), s in counts()) {

@@ -243,8 +243,7 @@ impl ErrorRateSequential {
         // Plain index loops: this is the hot loop of the detection benchmark.
         for i in 0..self.grid.len() {
             let (g, psi) = (self.grid[i], self.psi[i]);
-            self.log_post[i] +=
-                observed * g - log_tilted_sum(&h, &weights, top, low, g, psi) + central;
+            self.log_post[i] += observed * g - log_tilted_sum(&h, &weights, top, low, g, psi) + central;
         }
         self.log_lr = log_sum_exp(self.log_post.iter().copied());
     }
