@@ -267,6 +267,16 @@ impl Counts {
         inner.accepted = inner.accepted.saturating_add(n);
     }
 
+    /// Adds `accepted` metrics and one rejection per code in `codes`, under one lock.
+    pub fn record(&self, accepted: u64, codes: impl IntoIterator<Item = &'static str>) {
+        let mut inner = self.lock();
+        inner.accepted = inner.accepted.saturating_add(accepted);
+        for code in codes {
+            let count = inner.by_code.entry(code).or_default();
+            *count = count.saturating_add(1);
+        }
+    }
+
     /// Counts one rejection under `code`.
     pub fn reject(&self, code: &'static str) {
         let mut inner = self.lock();

@@ -88,19 +88,11 @@ impl MetricsService for MetricsSink {
                     return Err(status);
                 }
             };
+            let report = self.store.ingest(now_ms(), message, &mut state);
             if first {
                 first = false;
-                match message.identifier.as_ref().and_then(|i| i.node.as_ref()) {
-                    Some(n) => state.set_node(format!("{}/{}", n.id, n.cluster)),
-                    None => {
-                        let error = IngestError::MissingNode;
-                        self.store.counts().reject(error.code());
-                        tracing::warn!(%peer, code = error.code(), error = %error, "metrics stream without node");
-                    }
-                }
                 tracing::info!(%peer, node = state.node(), "metrics stream opened");
             }
-            let report = self.store.ingest(now_ms(), message, &mut state);
             tracing::debug!(
                 node = state.node(),
                 accepted = report.accepted,

@@ -113,7 +113,8 @@ impl WindowStore {
     }
 
     /// Converts one MetricsService message of `stream`, adds it to the window holding `now_ms`
-    /// (Unix milliseconds), counts and logs what was not taken.
+    /// (Unix milliseconds), counts and logs what was not taken. The message's node, if any,
+    /// names the stream; a stream's first message must carry one.
     pub fn ingest(
         &self,
         now_ms: u64,
@@ -125,6 +126,11 @@ impl WindowStore {
             Flush::from_message(message, &registry)
         };
         let mut errors = flush.rejected;
+        match flush.node {
+            Some(node) => stream.set_node(node),
+            None if stream.messages() == 0 => errors.push(IngestError::MissingNode),
+            None => {}
+        }
         let (updates, refused) = stream.to_deltas(flush.updates);
         errors.extend(refused);
         let node = stream.node();
@@ -135,8 +141,9 @@ impl WindowStore {
             ..IngestReport::default()
         };
         errors.extend(refused);
+        self.counts
+            .record(report.accepted as u64, errors.iter().map(IngestError::code));
         for error in &errors {
-            self.counts.reject(error.code());
             if error.is_ignorable() {
                 report.ignored += 1;
                 tracing::trace!(node, code = error.code(), error = %error, "metric ignored");
@@ -157,7 +164,6 @@ impl WindowStore {
                 "more metrics rejected in this message than logged"
             );
         }
-        self.counts.accept(report.accepted as u64);
         report
     }
 

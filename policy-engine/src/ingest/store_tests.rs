@@ -26,14 +26,18 @@ fn small() -> StoreConfig {
     }
 }
 
-/// Ingests one message on a fresh stream (counters are deltas: streams hold no state).
+/// Ingests one message as the first of a fresh stream from `node` (counters are deltas:
+/// streams hold no state).
 fn ingest(
     store: &WindowStore,
     now_ms: u64,
-    message: StreamMetricsMessage,
+    mut message: StreamMetricsMessage,
     node: &str,
 ) -> IngestReport {
-    store.ingest(now_ms, message, &mut store.open_stream(node))
+    if message.identifier.is_none() {
+        message.identifier = crate::ingest::wire::message(Some((node, "test")), vec![]).identifier;
+    }
+    store.ingest(now_ms, message, &mut store.open_stream("peer"))
 }
 
 /// One Envoy's flush for cart: `requests` to the primary cluster, `errors` of them 5xx, and a

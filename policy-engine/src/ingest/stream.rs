@@ -57,6 +57,11 @@ impl Stream {
         self.node = node.into();
     }
 
+    /// Messages seen on this stream so far.
+    pub fn messages(&self) -> u64 {
+        self.messages
+    }
+
     /// Counters whose last value is kept.
     pub fn baselines(&self) -> usize {
         self.last.len()
