@@ -41,7 +41,7 @@ pub fn check(
     sample: &RuleContext,
 ) -> Result<Checked, Vec<ExprProblem>> {
     let program = cel::Program::compile(source).map_err(|errors| {
-        errors
+        let mut problems: Vec<ExprProblem> = errors
             .errors
             .iter()
             .map(|e| ExprProblem {
@@ -49,7 +49,16 @@ pub fn check(
                 code: "cel_syntax",
                 message: format!("CEL syntax error: {}", e.msg),
             })
-            .collect::<Vec<_>>()
+            .collect();
+        if problems.is_empty() {
+            // Never refuse without saying why.
+            problems.push(ExprProblem {
+                offset: 0,
+                code: "cel_syntax",
+                message: format!("CEL syntax error: {errors}"),
+            });
+        }
+        problems
     })?;
     let mut walker = Walker {
         schema,

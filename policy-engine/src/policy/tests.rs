@@ -71,3 +71,39 @@ fn value_problems_are_all_reported_in_file_order() {
         ]
     );
 }
+
+#[test]
+fn structural_problems_point_at_their_values() {
+    let no_rules = GOOD.replace(
+        "rules:\n  - name: errors\n    when: compare.errors.worse\n    action: rollback\n",
+        "rules: []\n",
+    );
+    assert_eq!(problems(&no_rules), vec![(13, 8, "rules")]);
+    let twice = format!("{GOOD}  - name: errors\n    when: shadow.errors > 3\n    action: alert\n");
+    assert_eq!(problems(&twice), vec![(17, 11, "duplicate")]);
+    let sliding = GOOD.replace("alpha: 0.01", "alpha: 0.01\n  data: sliding");
+    assert_eq!(problems(&sliding), vec![(13, 9, "window")]);
+    let mirror_in_split = GOOD.replace("percent: 1", "percent: 1\n  mirror:\n    timeout_ms: 0");
+    assert_eq!(problems(&mirror_in_split), vec![(7, 9, "mirror")]);
+    let same_cluster = GOOD.replace("checkout-v2", "checkout-v1");
+    assert_eq!(problems(&same_cluster), vec![(5, 12, "cluster")]);
+    let bad_alpha = GOOD.replace("alpha: 0.01", "alpha: 0.9");
+    assert_eq!(problems(&bad_alpha), vec![(12, 10, "range")]);
+    let for_zero = GOOD.replace("action: rollback", "action: rollback\n    for: 0");
+    assert_eq!(problems(&for_zero), vec![(17, 10, "range")]);
+}
+
+#[test]
+fn mirror_mode_takes_the_filter_ranges() {
+    let mirror = GOOD.replace(
+        "mode: split\n  percent: 1",
+        "mode: mirror\n  percent: 1\n  mirror:\n    timeout_ms: 70000\n    methods: [GET, post]",
+    );
+    assert_eq!(
+        problems(&mirror),
+        vec![(10, 17, "range"), (11, 20, "method")]
+    );
+    let ok = GOOD.replace("mode: split", "mode: mirror");
+    let p = parse(&ok).unwrap();
+    assert_eq!(p.traffic.mirror, Some(Mirror::default()));
+}
