@@ -70,7 +70,6 @@ impl MetricsService for MetricsSink {
         let mut stream = request.into_inner();
         let mut stop = self.stop.clone();
         let mut state = self.store.open_stream(peer.clone());
-        let mut first = true;
         loop {
             let next = tokio::select! {
                 next = stream.message() => next,
@@ -89,8 +88,7 @@ impl MetricsService for MetricsSink {
                 }
             };
             let report = self.store.ingest(now_ms(), message, &mut state);
-            if first {
-                first = false;
+            if state.messages() == 1 {
                 tracing::info!(%peer, node = state.node(), "metrics stream opened");
             }
             tracing::debug!(
