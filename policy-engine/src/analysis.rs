@@ -22,7 +22,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::context::{Comparer, Comparison, RolloutContext, RuleContext};
 use crate::metrics::{BoundsMismatch, ServiceWindow};
@@ -30,7 +30,7 @@ use crate::policy::{Action, DataScope, Policy, Rule, Severity};
 use crate::stats::StatsError;
 
 /// A rule that fired: what happened, when, and why.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
     /// When (the end of the window that completed the interval), Unix milliseconds.
     pub at_ms: u64,
@@ -195,6 +195,16 @@ impl Analyzer {
         self.rollout.ended
     }
 
+    /// Where the rollout stands at `now_ms`, as the rules see it.
+    pub fn rollout(&self, now_ms: u64) -> RolloutContext {
+        RolloutContext {
+            step: i64::try_from(self.rollout.step).unwrap_or(i64::MAX),
+            weight: self.rollout.weight,
+            age_s: now_ms.saturating_sub(self.rollout.step_started_ms) as f64 / 1000.0,
+            paused: self.rollout.paused,
+        }
+    }
+
     /// Takes the next window; returns the evaluation it completed, if any. After the rollout
     /// ended, windows are accepted and ignored.
     pub fn push(&mut self, window: &ServiceWindow) -> Result<Option<Evaluation>, AnalysisError> {
@@ -271,12 +281,7 @@ impl Analyzer {
                 decisions: Vec::new(),
             });
         }
-        let rollout = RolloutContext {
-            step,
-            weight: self.rollout.weight,
-            age_s: at_ms.saturating_sub(self.rollout.step_started_ms) as f64 / 1000.0,
-            paused: self.rollout.paused,
-        };
+        let rollout = self.rollout(at_ms);
         let context = RuleContext::new(
             &analysed,
             &comparison,
@@ -285,7 +290,7 @@ impl Analyzer {
             &self.policy.traffic.custom_metrics,
         );
         let cel = context.to_cel().map_err(|e| AnalysisError::Eval {
-            rule: String::new(),
+            rule: "(the context itself)".to_string(),
             message: e.to_string(),
         })?;
         let json = context.to_json();
