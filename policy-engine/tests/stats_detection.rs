@@ -56,7 +56,10 @@ fn stats_detection_doppel_needs_fewer_requests_than_kayenta_at_equal_false_alarm
     let kayenta_threshold = calibrate(&calibration, KAYENTA, ALPHA);
     let kayenta_aa = outcome(&calibration, KAYENTA, kayenta_threshold).alarm_rate;
     let doppel_aa = outcome(&calibration, DOPPEL, DoppelJudge::threshold(ALPHA, false)).alarm_rate;
-    assert!(kayenta_aa <= ALPHA && doppel_aa <= ALPHA, "{kayenta_aa} {doppel_aa}");
+    assert!(
+        kayenta_aa <= ALPHA && doppel_aa <= ALPHA,
+        "{kayenta_aa} {doppel_aa}"
+    );
 
     let traces = runs(&worse, ALPHA, RUNS, 2_000_000).expect("valid scenario");
     let doppel = outcome(&traces, DOPPEL, DoppelJudge::threshold(ALPHA, false));
@@ -95,7 +98,11 @@ fn stats_detection_catches_a_failing_shadow_beside_a_zero_error_primary() {
     );
     let traces = runs(&failing, ALPHA, RUNS / 2, 3_000_000).expect("valid scenario");
     let doppel = outcome(&traces, DOPPEL, DoppelJudge::threshold(ALPHA, false));
-    assert!(doppel.alarm_rate >= 0.99, "caught in only {} of runs", doppel.alarm_rate);
+    assert!(
+        doppel.alarm_rate >= 0.99,
+        "caught in only {} of runs",
+        doppel.alarm_rate
+    );
     let requests = doppel.median_requests.expect("caught");
     assert!(requests <= 300, "took {requests} shadow requests");
 }

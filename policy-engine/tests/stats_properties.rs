@@ -18,7 +18,7 @@ fn counts_below(max: u64) -> impl Strategy<Value = Counts> {
 }
 
 fn counts() -> impl Strategy<Value = Counts> {
-    counts_below(3000)
+    counts_below(1500)
 }
 
 fn histogram(bounds: Vec<f64>) -> impl Strategy<Value = Histogram> {
@@ -35,7 +35,7 @@ fn latency() -> impl Strategy<Value = Histogram> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(200))]
+    #![proptest_config(ProptestConfig::with_cases(100))]
 
     #[test]
     fn stats_error_p_values_are_probabilities_and_two_sided_is_symmetric(p in counts(), s in counts()) {
@@ -246,4 +246,46 @@ fn stats_latency_sequential_waits_for_its_minimum_then_detects() {
         "a clearly slower shadow was not detected: {last:?}"
     );
     assert!(last.effect > 0.1);
+}
+
+#[test]
+fn stats_tail_sequential_sees_a_wider_spread_the_rank_test_misses() {
+    use doppel_engine::stats::sequential::LatencyTailSequential;
+    let bounds = vec![10.0, 20.0, 40.0, 80.0, 160.0];
+    // Same median bucket, but the shadow puts more weight in both tails.
+    let primary = Histogram {
+        bounds: bounds.clone(),
+        counts: vec![20, 200, 560, 200, 20, 0],
+        sum: 0.0,
+    };
+    let shadow = Histogram {
+        bounds,
+        counts: vec![4, 3, 6, 3, 4, 0],
+        sum: 0.0,
+    };
+    let mut tail = LatencyTailSequential::new(0.95, SequentialConfig::errors(0.01)).expect("valid");
+    let mut rank = LatencySequential::new(SequentialConfig::latency(0.01)).expect("valid");
+    let (mut t, mut r) = (None, None);
+    for _ in 0..40 {
+        t = Some(tail.observe(&primary, &shadow).expect("valid"));
+        r = Some(rank.observe(&primary, &shadow).expect("valid"));
+    }
+    let (t, r) = (t.expect("looked"), r.expect("looked"));
+    assert_eq!(
+        tail.threshold(),
+        Some(80.0),
+        "the primary's p95 bucket bound"
+    );
+    assert!(t.crossed, "tail test missed a heavier tail: {t:?}");
+    assert!(
+        !r.crossed,
+        "rank test should not see a symmetric spread: {r:?}"
+    );
+
+    // And a shadow like the primary gives no evidence.
+    let mut same = LatencyTailSequential::new(0.95, SequentialConfig::errors(0.01)).expect("valid");
+    for _ in 0..40 {
+        let r = same.observe(&primary, &primary).expect("valid");
+        assert!(!r.crossed);
+    }
 }

@@ -6,7 +6,8 @@
 //!   effect sizes (common-language, rank-biserial, Hodges-Lehmann shift).
 //! - [`quantiles`]: p50/p90/p95/p99 and mean from a histogram; putting two histograms on common
 //!   bounds.
-//! - [`sequential`]: always-valid (mSPRT) tests for monitoring every interval.
+//! - [`sequential`]: always-valid (mSPRT) tests for monitoring every interval: error rates
+//!   (exact), latency ranks (asymptotic) and the latency tail above the primary's p95 (exact).
 //! - [`special`]: normal distribution, log-gamma, log-sum-exp.
 //! - [`sim`]: the seeded traffic simulator and judges of the detection benchmark.
 //!

@@ -24,6 +24,9 @@
 //!   requests, latency distributions that do not change within a variant over the run, and
 //!   enough samples for the normal approximation (hundreds per side); it is not exact at small
 //!   counts, which the `min_samples` threshold guards.
+//! - [`LatencyTailSequential`]: exact. The error-rate test applied to "slower than the bucket
+//!   bound at the primary's p95 so far", a threshold fixed before each interval is seen. Catches
+//!   a wider spread around an unchanged median, which a rank test cannot see.
 
 use serde::Serialize;
 
@@ -243,7 +246,8 @@ impl ErrorRateSequential {
         // Plain index loops: this is the hot loop of the detection benchmark.
         for i in 0..self.grid.len() {
             let (g, psi) = (self.grid[i], self.psi[i]);
-            self.log_post[i] += observed * g - log_tilted_sum(&h, &weights, top, low, g, psi) + central;
+            self.log_post[i] +=
+                observed * g - log_tilted_sum(&h, &weights, top, low, g, psi) + central;
         }
         self.log_lr = log_sum_exp(self.log_post.iter().copied());
     }
@@ -383,6 +387,75 @@ impl LatencySequential {
         };
         Ok(self.boundary.result(log_lr, effect, evidence))
     }
+}
+
+/// The always-valid test for "the shadow's latency tail is heavier": the exact error-rate test
+/// of [`ErrorRateSequential`] applied to "slower than the primary's `q` quantile". Before each
+/// interval, the threshold is set to the bucket bound at or above the `q` quantile of the
+/// primary's latency so far (a predictable choice, made before the interval's data is seen, so
+/// the product of the intervals' likelihood ratios stays a martingale when both variants share
+/// one latency distribution); each variant's requests above it count as "errors". It sees
+/// changes the rank test cannot, such as a wider spread around the same median.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LatencyTailSequential {
+    quantile: f64,
+    test: ErrorRateSequential,
+    primary: Option<Histogram>,
+    threshold: Option<f64>,
+}
+
+impl LatencyTailSequential {
+    /// A test on the tail above the primary's `quantile` (e.g. 0.95), with the error-rate
+    /// test's `config`.
+    pub fn new(quantile: f64, config: SequentialConfig) -> Result<Self, StatsError> {
+        Ok(LatencyTailSequential {
+            quantile: check_unit("quantile", quantile)?,
+            test: ErrorRateSequential::new(config)?,
+            primary: None,
+            threshold: None,
+        })
+    }
+
+    /// The threshold (ms) the next interval is judged against, once the primary has data.
+    pub fn threshold(&self) -> Option<f64> {
+        self.threshold
+    }
+
+    /// Adds one interval's histograms (not cumulative) and looks.
+    pub fn observe(
+        &mut self,
+        primary: &Histogram,
+        shadow: &Histogram,
+    ) -> Result<SequentialResult, StatsError> {
+        validate(primary, "primary")?;
+        validate(shadow, "shadow")?;
+        let result = match self.threshold {
+            Some(t) => self.test.observe(above(primary, t), above(shadow, t))?,
+            None => self.test.result(),
+        };
+        self.primary = Some(accumulate(self.primary.take(), primary, "primary")?);
+        self.threshold = self.primary.as_ref().and_then(|h| {
+            let n = total(h);
+            let rank = self.quantile * n as f64;
+            let mut cum = 0u64;
+            for (i, &c) in h.counts.iter().enumerate() {
+                cum += c;
+                if n > 0 && cum as f64 >= rank {
+                    return h.bounds.get(i).copied();
+                }
+            }
+            None
+        });
+        Ok(result)
+    }
+}
+
+/// Requests of `h`, and how many fell in buckets whose lower edge is at or above `threshold`
+/// (exactly "above the threshold" when it is one of the bounds, as it is here).
+fn above(h: &Histogram, threshold: f64) -> Counts {
+    let first = h.bounds.partition_point(|b| *b < threshold);
+    let slow = h.counts.iter().skip(first + 1).sum();
+    Counts::new(total(h), slow)
 }
 
 /// Adds `window` to the running histogram, coarsening to common bounds if they changed.

@@ -198,14 +198,25 @@ pub fn ln_gamma(x: f64) -> f64 {
     0.5 * (2.0 * PI).ln() + (x + 0.5) * t.ln() - t + a.ln()
 }
 
-/// `ln(n!)`, exact sums for small `n` and [`ln_gamma`] above.
+/// Entries of the `ln(n!)` table.
+const FACTORIAL_TABLE: usize = 4096;
+
+/// `ln(n!)`: from a table of exact sums for `n < 4096`, [`ln_gamma`] above.
 pub fn ln_factorial(n: u64) -> f64 {
-    if n < 2 {
-        0.0
-    } else if n <= 32 {
-        (2..=n).map(|k| (k as f64).ln()).sum()
-    } else {
-        ln_gamma(n as f64 + 1.0)
+    static TABLE: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let mut t = Vec::with_capacity(FACTORIAL_TABLE);
+        let mut acc = 0.0;
+        t.push(0.0);
+        for k in 1..FACTORIAL_TABLE {
+            acc += (k as f64).ln();
+            t.push(acc);
+        }
+        t
+    });
+    match usize::try_from(n).ok().and_then(|i| table.get(i)) {
+        Some(&v) => v,
+        None => ln_gamma(n as f64 + 1.0),
     }
 }
 

@@ -2,8 +2,9 @@
 //! be, each returning an evidence score after every look (higher is stronger evidence that the
 //! shadow is worse; a judge alarms once its score reaches its threshold).
 //!
-//! - [`DoppelJudge`]: doppel's two sequential tests, errors and latency, each at `alpha / 2`
-//!   (so together at most `alpha`); score `-ln(always-valid p)` of the stronger one.
+//! - [`DoppelJudge`]: doppel's sequential tests, errors, latency ranks and latency tail (p95),
+//!   each at `alpha / 3` (so together at most `alpha`; `alpha` alone for errors when latency
+//!   is not judged); score `-ln(always-valid p)` of the strongest.
 //! - [`KayentaJudge`]: Kayenta's Mann-Whitney classifier, re-run every interval on all data
 //!   since the start (Spinnaker's default, growing analysis window): per-request latency
 //!   histograms, and errors as 0/1 outcomes. Kayenta flags a metric "high" when the 98% confidence
@@ -22,7 +23,9 @@ use crate::stats::StatsError;
 use crate::stats::mann_whitney::{RankSums, rank_sums};
 use crate::stats::proportions::Counts;
 use crate::stats::quantiles::quantile;
-use crate::stats::sequential::{ErrorRateSequential, LatencySequential, SequentialConfig};
+use crate::stats::sequential::{
+    ErrorRateSequential, LatencySequential, LatencyTailSequential, SequentialConfig,
+};
 use crate::stats::special::norm_sf;
 
 /// Something that looks at every interval and scores the evidence against the shadow.
@@ -34,17 +37,21 @@ pub trait Judge {
 /// doppel's always-valid tests.
 pub struct DoppelJudge {
     errors: ErrorRateSequential,
-    latency: Option<LatencySequential>,
+    latency: Option<(LatencySequential, LatencyTailSequential)>,
 }
 
 impl DoppelJudge {
-    /// The error test, and the latency test when `latency`; `alpha` split evenly between them.
+    /// The error test, and when `latency` the rank and tail (p95) latency tests; `alpha` split
+    /// evenly between them.
     pub fn new(alpha: f64, latency: bool) -> Result<Self, StatsError> {
         let each = alpha / Self::tests(latency);
         Ok(DoppelJudge {
             errors: ErrorRateSequential::new(SequentialConfig::errors(each))?,
             latency: if latency {
-                Some(LatencySequential::new(SequentialConfig::latency(each))?)
+                Some((
+                    LatencySequential::new(SequentialConfig::latency(each))?,
+                    LatencyTailSequential::new(0.95, SequentialConfig::errors(each))?,
+                ))
             } else {
                 None
             },
@@ -52,7 +59,7 @@ impl DoppelJudge {
     }
 
     fn tests(latency: bool) -> f64 {
-        if latency { 2.0 } else { 1.0 }
+        if latency { 3.0 } else { 1.0 }
     }
 
     /// The score at which it alarms: `ln(tests / alpha)`.
@@ -63,15 +70,16 @@ impl DoppelJudge {
 
 impl Judge for DoppelJudge {
     fn look(&mut self, i: &Interval) -> f64 {
-        let e = self
+        let mut p = self
             .errors
             .observe(i.primary, i.shadow)
             .map_or(1.0, |r| r.p_value);
-        let l = self.latency.as_mut().map_or(1.0, |t| {
-            t.observe(&i.primary_latency, &i.shadow_latency)
-                .map_or(1.0, |r| r.p_value)
-        });
-        -(e.min(l)).ln()
+        if let Some((rank, tail)) = &mut self.latency {
+            let (a, b) = (&i.primary_latency, &i.shadow_latency);
+            p = p.min(rank.observe(a, b).map_or(1.0, |r| r.p_value));
+            p = p.min(tail.observe(a, b).map_or(1.0, |r| r.p_value));
+        }
+        -p.ln()
     }
 }
 
