@@ -89,6 +89,30 @@ def large_tables():
     write("proportions_large.json", cases)
 
 
+def intervals():
+    """Wilson intervals (scipy's binomtest), Newcombe's hybrid score interval built from them,
+    and the Katz interval of the rate ratio (scipy's relative_risk)."""
+    cases = []
+    for (pn, pe), (sn, se), conf in [((1000, 10), (100, 3), 0.95), ((2000, 20), (20, 2), 0.95),
+                                     ((500, 0), (50, 4), 0.9), ((100, 50), (100, 60), 0.99),
+                                     ((10000, 100), (10000, 130), 0.95), ((40, 1), (40, 0), 0.95)]:
+        ws = stats.binomtest(se, sn).proportion_ci(confidence_level=conf, method="wilson")
+        wp = stats.binomtest(pe, pn).proportion_ci(confidence_level=conf, method="wilson")
+        ps, pp = se / sn, pe / pn
+        d = ps - pp
+        newcombe = [d - math.sqrt((ps - ws.low) ** 2 + (wp.high - pp) ** 2),
+                    d + math.sqrt((ws.high - ps) ** 2 + (pp - wp.low) ** 2)]
+        ratio = None
+        if se > 0 and pe > 0:
+            rr = stats.contingency.relative_risk(se, sn, pe, pn)
+            ci = rr.confidence_interval(confidence_level=conf)
+            ratio = [rr.relative_risk, ci.low, ci.high]
+        cases.append({"primary": [pn, pe], "shadow": [sn, se], "confidence": conf,
+                      "wilson_shadow": [ws.low, ws.high], "wilson_primary": [wp.low, wp.high],
+                      "difference": [d] + newcombe, "ratio": ratio})
+    write("intervals.json", cases)
+
+
 def expand(bounds, counts):
     """One value per observation: the bucket's index (every bucket is one tie group)."""
     return np.repeat(np.arange(len(bounds) + 1), counts)
@@ -221,6 +245,7 @@ if __name__ == "__main__":
     special_functions()
     fisher()
     large_tables()
+    intervals()
     mann_whitney()
     quantiles()
     mixture()

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use doppel_engine::metrics::Histogram;
 use doppel_engine::stats::mann_whitney::mann_whitney;
 use doppel_engine::stats::proportions::{
-    Counts, ErrorRateConfig, ProportionTest, compare_error_rates,
+    Counts, ErrorRateConfig, ProportionTest, compare_error_rates, wilson,
 };
 use doppel_engine::stats::quantiles::quantile;
 use doppel_engine::stats::sequential::{
@@ -256,6 +256,99 @@ fn stats_error_sequential_matches_scipy_noncentral_hypergeometric() {
                 1e-8,
                 1e-9,
             );
+        }
+    }
+}
+
+#[test]
+fn stats_confidence_intervals_match_scipy() {
+    for c in fixture("intervals.json").as_array().expect("cases") {
+        let (p, s) = (counts(&c["primary"]), counts(&c["shadow"]));
+        let (primary, shadow) = (Counts::new(p[0], p[1]), Counts::new(s[0], s[1]));
+        let confidence = f(&c["confidence"]);
+        let z = norm_ppf(1.0 - (1.0 - confidence) / 2.0);
+        let what = format!("primary {p:?} shadow {s:?} at {confidence}");
+        for (side, counts, key) in [
+            ("shadow", shadow, "wilson_shadow"),
+            ("primary", primary, "wilson_primary"),
+        ] {
+            let (lo, hi) = wilson(counts, z);
+            let want = floats(&c[key]);
+            close(
+                &format!("{what} {side} wilson low"),
+                lo,
+                want[0],
+                1e-9,
+                1e-12,
+            );
+            close(
+                &format!("{what} {side} wilson high"),
+                hi,
+                want[1],
+                1e-9,
+                1e-12,
+            );
+        }
+        let config = ErrorRateConfig {
+            min_requests: 1,
+            confidence,
+        };
+        let r = compare_error_rates(primary, shadow, &config).expect("valid counts");
+        let d = floats(&c["difference"]);
+        close(
+            &format!("{what} difference"),
+            r.difference.estimate,
+            d[0],
+            1e-12,
+            1e-12,
+        );
+        close(
+            &format!("{what} newcombe low"),
+            r.difference.lower,
+            d[1],
+            1e-9,
+            1e-12,
+        );
+        close(
+            &format!("{what} newcombe high"),
+            r.difference.upper,
+            d[2],
+            1e-9,
+            1e-12,
+        );
+        match (c["ratio"].as_array(), r.ratio) {
+            (Some(want), Some(got)) => {
+                close(
+                    &format!("{what} ratio"),
+                    got.estimate,
+                    f(&want[0]),
+                    1e-12,
+                    0.0,
+                );
+                close(
+                    &format!("{what} ratio low"),
+                    got.lower,
+                    f(&want[1]),
+                    1e-9,
+                    0.0,
+                );
+                close(
+                    &format!("{what} ratio high"),
+                    got.upper,
+                    f(&want[2]),
+                    1e-9,
+                    0.0,
+                );
+            }
+            (None, got) => {
+                // A zero count: doppel adds 0.5 to every count (scipy has no interval there).
+                let got = got.expect("one side has errors");
+                assert!(
+                    got.lower < got.estimate && got.estimate < got.upper,
+                    "{what}: {got:?}"
+                );
+            }
+            (Some(_), None) => panic!("{what}: no ratio where scipy has one"),
         }
     }
 }
