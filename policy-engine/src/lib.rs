@@ -5,14 +5,31 @@
 //!
 //! Modules:
 //! - [`metrics`]: the domain types every other module shares (windows, histograms).
+//! - [`ingest`]: the MetricsService gRPC server Envoys stream stats into, and the per
+//!   (service, variant) time windows it fills.
+//! - [`stats`]: the statistics (pure functions): error rates, Mann-Whitney on histograms,
+//!   quantiles, always-valid sequential tests, and the detection benchmark simulator.
+//! - [`policy`]: policy files (YAML): loading with positions, validation, CEL rules checked
+//!   against the context's schema; `doppel check`.
+//! - [`context`]: the CEL context a rule reads, built from windows, statistics and the
+//!   rollout's state; its shape is the schema the checker uses.
+//! - [`analysis`]: a policy evaluated over a stream of windows, interval by interval, into
+//!   typed [`analysis::Decision`]s with their explanations.
+//! - [`replay`]: `doppel replay`: reading a recorded trace (JSON Lines of windows) and running
+//!   a policy over it deterministically.
 //! - [`xds`]: the ADS server (state of the world and delta) and its per-node snapshot cache.
 //! - [`alerts`]: webhook alerts (Slack, PagerDuty Events v2, JSON) with retries and de-duplication.
 //! - [`hosts`]: stratified, seeded choice of shadow hosts from an inventory or EDS endpoints.
 //! - [`resources`]: per-variant resource metrics (CPU, memory, I/O, custom) from Prometheus.
 
 pub mod alerts;
+pub mod analysis;
+pub mod context;
 pub mod hosts;
+pub mod ingest;
 pub mod metrics;
+pub mod policy;
+pub mod replay;
 pub mod resources;
+pub mod stats;
 pub mod xds;
-

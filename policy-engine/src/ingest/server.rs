@@ -1,0 +1,112 @@
+//! The MetricsService gRPC server every Envoy streams its stats into.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use envoy_types::pb::envoy::service::metrics::v3::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use envoy_types::pb::envoy::service::metrics::v3::{StreamMetricsMessage, StreamMetricsResponse};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::error::IngestError;
+use super::store::WindowStore;
+
+/// The largest message accepted. Envoy sends every stat it has in one message per flush, and
+/// the first also carries the node (about 64 KB): a large Envoy needs more than tonic's 4 MB.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// How often an idle connection is pinged, and how long a ping may go unanswered.
+const KEEPALIVE: Duration = Duration::from_secs(30);
+
+/// Serves Envoy's MetricsService on `listener` into `store` until `shutdown` completes; then
+/// ends every open stream and returns once the connections are closed.
+pub async fn serve(
+    listener: TcpListener,
+    store: Arc<WindowStore>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let (stop, stopped) = watch::channel(false);
+    let sink = MetricsSink {
+        store,
+        stop: stopped,
+    };
+    let service = MetricsServiceServer::new(sink).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    tonic::transport::Server::builder()
+        // An Envoy that vanished without closing its connection is noticed, and its stream
+        // (with its state) ends.
+        .http2_keepalive_interval(Some(KEEPALIVE))
+        .http2_keepalive_timeout(Some(KEEPALIVE))
+        .add_service(service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            shutdown.await;
+            // Envoy never ends its stream: end each one so the connections can drain.
+            let _ = stop.send(true);
+        })
+        .await
+}
+
+/// The MetricsService implementation: one task per Envoy stream, whose [`super::Stream`] state
+/// goes when the stream ends.
+#[derive(Debug)]
+struct MetricsSink {
+    store: Arc<WindowStore>,
+    stop: watch::Receiver<bool>,
+}
+
+#[tonic::async_trait]
+impl MetricsService for MetricsSink {
+    async fn stream_metrics(
+        &self,
+        request: Request<Streaming<StreamMetricsMessage>>,
+    ) -> Result<Response<StreamMetricsResponse>, Status> {
+        let peer = request
+            .remote_addr()
+            .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+        let mut stream = request.into_inner();
+        let mut stop = self.stop.clone();
+        let mut state = self.store.open_stream(peer.clone());
+        loop {
+            let next = tokio::select! {
+                next = stream.message() => next,
+                _ = stop.wait_for(|stopped| *stopped) => break,
+            };
+            let message = match next {
+                Ok(Some(message)) => message,
+                Ok(None) => break,
+                Err(status) => {
+                    let error = IngestError::Stream {
+                        message: status.message().to_owned(),
+                    };
+                    self.store.counts().reject(error.code());
+                    tracing::warn!(%peer, node = state.node(), code = error.code(), error = %error, "metrics stream failed");
+                    return Err(status);
+                }
+            };
+            let report = self.store.ingest(now_ms(), message, &mut state);
+            if state.messages() == 1 {
+                tracing::info!(%peer, node = state.node(), "metrics stream opened");
+            }
+            tracing::debug!(
+                node = state.node(),
+                accepted = report.accepted,
+                ignored = report.ignored,
+                rejected = report.rejected,
+                "metrics flush"
+            );
+        }
+        tracing::info!(%peer, node = state.node(), "metrics stream closed");
+        Ok(Response::new(StreamMetricsResponse {}))
+    }
+}
+
+/// The wall clock in Unix milliseconds (0 before 1970).
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

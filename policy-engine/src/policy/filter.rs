@@ -1,0 +1,178 @@
+//! The filter's config (docs/filter-config.md) built from a policy's traffic section: what
+//! the engine pushes to Envoy (ECDS) for this policy's service.
+//!
+//! The document is built as JSON so that it goes through the filter's own parser
+//! (`doppel_filter::config::FilterConfig::parse`), the one definition of the config, before it
+//! is pushed. Fields the policy leaves out are left out here too, so the filter's defaults apply.
+
+use serde_json::{Map, Value, json};
+
+use super::model::{MatchTest, Mode, Policy, Sticky};
+
+impl Policy {
+    /// The filter config document for this policy, with the shadow at `percent` (the rollout's
+    /// current weight; `traffic.percent` at the start).
+    ///
+    /// ```
+    /// let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/search-mirror.yaml")).unwrap();
+    /// let policy = doppel_engine::policy::parse(&text).unwrap();
+    /// let config = policy.filter_config(20.0);
+    /// assert_eq!(config["mode"], "mirror");
+    /// assert_eq!(config["mirror"]["cluster"], "search-next");
+    /// ```
+    pub fn filter_config(&self, percent: f64) -> Value {
+        let t = &self.traffic;
+        let mut doc = Map::new();
+        doc.insert("service".into(), json!(self.service));
+        let mode = match t.mode {
+            Mode::Split => "split",
+            Mode::Mirror => "mirror",
+            Mode::Off => "off",
+        };
+        doc.insert("mode".into(), json!(mode));
+        doc.insert("percent".into(), json!(percent));
+        if !t.matchers.is_empty() {
+            let matchers: Vec<Value> = t
+                .matchers
+                .iter()
+                .map(|m| match &m.test {
+                    MatchTest::Equals(v) => json!({"header": m.header, "equals": v}),
+                    MatchTest::Prefix(v) => json!({"header": m.header, "prefix": v}),
+                    MatchTest::OneOf(v) => json!({"header": m.header, "one_of": v}),
+                })
+                .collect();
+            doc.insert("match".into(), Value::Array(matchers));
+        }
+        match &t.sticky {
+            Some(Sticky::Header(h)) => {
+                doc.insert("sticky".into(), json!({"header": h}));
+            }
+            Some(Sticky::Cookie(c)) => {
+                doc.insert("sticky".into(), json!({"cookie": c}));
+            }
+            None => {}
+        }
+        let mut headers = Map::new();
+        for (key, value) in [
+            ("variant", &t.headers.variant),
+            ("id", &t.headers.id),
+            ("mirror", &t.headers.mirror),
+        ] {
+            if let Some(v) = value {
+                headers.insert(key.into(), json!(v));
+            }
+        }
+        if !headers.is_empty() {
+            doc.insert("headers".into(), Value::Object(headers));
+        }
+        if !t.custom_metrics.is_empty() {
+            doc.insert("custom_metrics".into(), json!(t.custom_metrics));
+        }
+        if t.trusted_control {
+            doc.insert("trusted_control".into(), json!(true));
+        }
+        if let Some(m) = &t.mirror {
+            let mut mirror = Map::new();
+            mirror.insert("cluster".into(), json!(self.shadow_cluster));
+            let optional = [
+                ("authority", m.authority.as_ref().map(|v| json!(v))),
+                ("methods", m.methods.as_ref().map(|v| json!(v))),
+                ("max_body_bytes", m.max_body_bytes.map(|v| json!(v))),
+                ("timeout_ms", m.timeout_ms.map(|v| json!(v))),
+                ("max_in_flight", m.max_in_flight.map(|v| json!(v))),
+                ("compare_body_bytes", m.compare_body_bytes.map(|v| json!(v))),
+                (
+                    "latency_tolerance_ms",
+                    m.latency_tolerance_ms.map(|v| json!(v)),
+                ),
+            ];
+            for (key, value) in optional {
+                if let Some(v) = value {
+                    mirror.insert(key.into(), v);
+                }
+            }
+            doc.insert("mirror".into(), Value::Object(mirror));
+        }
+        Value::Object(doc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use serde_json::Value;
+
+    /// Every key of `value`, as dotted paths (array items share their array's path).
+    fn keys(prefix: &str, value: &Value, out: &mut BTreeSet<String>) {
+        match value {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    let path = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    out.insert(path.clone());
+                    keys(&path, v, out);
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| keys(prefix, v, out)),
+            _ => {}
+        }
+    }
+
+    fn documented_keys() -> BTreeSet<String> {
+        let doc = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/filter-config.md"
+        ))
+        .expect("read docs/filter-config.md");
+        let json = doc
+            .split("```json")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("the doc's JSON example");
+        let example: Value = serde_json::from_str(json).expect("the doc's example is JSON");
+        let mut out = BTreeSet::new();
+        keys("", &example, &mut out);
+        out.insert("trusted_control".into()); // documented in the table, not the example
+        out
+    }
+
+    #[test]
+    fn policy_filter_config_uses_only_documented_fields() {
+        let documented = documented_keys();
+        for name in ["checkout-split.yaml", "search-mirror.yaml"] {
+            let path = format!("{}/../policies/{name}", env!("CARGO_MANIFEST_DIR"));
+            let text = std::fs::read_to_string(path).expect("read policy");
+            let policy = super::super::parse(&text).expect("valid policy");
+            let config = policy.filter_config(policy.traffic.percent.get());
+            let mut used = BTreeSet::new();
+            keys("", &config, &mut used);
+            let unknown: Vec<_> = used.difference(&documented).collect();
+            assert!(
+                unknown.is_empty(),
+                "{name}: {unknown:?} not in docs/filter-config.md"
+            );
+        }
+    }
+
+    #[test]
+    fn policy_filter_config_carries_traffic_and_weight() {
+        let path = format!(
+            "{}/../policies/checkout-split.yaml",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(path).expect("read policy");
+        let policy = super::super::parse(&text).expect("valid policy");
+        let config = policy.filter_config(25.0);
+        assert_eq!(config["service"], "checkout");
+        assert_eq!(config["mode"], "split");
+        assert_eq!(config["percent"], 25.0);
+        assert_eq!(config["match"][0]["one_of"][1], "at");
+        assert_eq!(config["sticky"]["header"], "x-user-id");
+        assert_eq!(config["custom_metrics"][0], "db");
+        assert!(config.get("mirror").is_none());
+    }
+}
