@@ -6,6 +6,18 @@
 //! Modules:
 //! - [`metrics`]: the domain types every other module shares (windows, histograms).
 //! - [`xds`]: the ADS server (state of the world and delta) and its per-node snapshot cache.
+//! - [`policy`]: policy files (YAML): loading with positions, validation, CEL rules checked
+//!   against the context's schema; `doppel check`.
+//! - [`context`]: the CEL context a rule reads, built from windows, statistics and the
+//!   rollout's state; its shape is the schema the checker uses.
+//! - [`ingest`]: the MetricsService gRPC server Envoys stream stats into, and the per
+//!   (service, variant) time windows it fills.
+//! - [`stats`]: the statistics (pure functions): error rates, Mann-Whitney on histograms,
+//!   quantiles, always-valid sequential tests, and the detection benchmark simulator.
 
+pub mod context;
+pub mod ingest;
 pub mod metrics;
 pub mod xds;
+pub mod policy;
+pub mod stats;

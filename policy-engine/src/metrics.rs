@@ -80,3 +80,114 @@ impl ServiceWindow {
         }
     }
 }
+
+/// Two histograms whose buckets differ cannot be added bucket by bucket.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("histogram bucket bounds differ: {left:?} against {right:?}")]
+pub struct BoundsMismatch {
+    /// The bounds of the histogram being added to.
+    pub left: Vec<f64>,
+    /// The bounds of the histogram being added.
+    pub right: Vec<f64>,
+}
+
+impl Histogram {
+    /// Observations in all buckets, overflow included (saturating).
+    pub fn total(&self) -> u64 {
+        self.counts
+            .iter()
+            .fold(0u64, |acc, c| acc.saturating_add(*c))
+    }
+
+    /// True when it holds no bucket at all (not even an overflow count).
+    pub fn is_empty(&self) -> bool {
+        self.bounds.is_empty() && self.counts.is_empty()
+    }
+
+    /// Adds `other` bucket by bucket. An empty histogram takes `other`'s bounds; histograms
+    /// with different bounds are left unchanged and the mismatch is returned.
+    ///
+    /// ```
+    /// use doppel_engine::metrics::Histogram;
+    /// let mut a = Histogram { bounds: vec![1.0, 5.0], counts: vec![1, 2, 0], sum: 7.0 };
+    /// let b = Histogram { bounds: vec![1.0, 5.0], counts: vec![0, 1, 1], sum: 13.0 };
+    /// a.merge(&b).unwrap();
+    /// assert_eq!((a.counts, a.sum), (vec![1, 3, 1], 20.0));
+    /// ```
+    pub fn merge(&mut self, other: &Histogram) -> Result<(), BoundsMismatch> {
+        if other.is_empty() {
+            return Ok(());
+        }
+        if self.is_empty() {
+            *self = other.clone();
+            return Ok(());
+        }
+        if self.bounds != other.bounds || self.counts.len() != other.counts.len() {
+            return Err(BoundsMismatch {
+                left: self.bounds.clone(),
+                right: other.bounds.clone(),
+            });
+        }
+        for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
+            *mine = mine.saturating_add(*theirs);
+        }
+        self.sum += other.sum;
+        Ok(())
+    }
+}
+
+impl VariantWindow {
+    /// Adds `other`'s counts and histograms. On a bucket mismatch nothing is changed.
+    pub fn merge(&mut self, other: &VariantWindow) -> Result<(), BoundsMismatch> {
+        let mut merged = self.clone();
+        merged.requests = merged.requests.saturating_add(other.requests);
+        merged.errors_5xx = merged.errors_5xx.saturating_add(other.errors_5xx);
+        merged.resets = merged.resets.saturating_add(other.resets);
+        merged.latency_ms.merge(&other.latency_ms)?;
+        for (name, histogram) in &other.custom {
+            merged
+                .custom
+                .entry(name.clone())
+                .or_default()
+                .merge(histogram)?;
+        }
+        *self = merged;
+        Ok(())
+    }
+}
+
+impl MirrorWindow {
+    /// Adds `other`'s counts (saturating).
+    pub fn merge(&mut self, other: &MirrorWindow) {
+        self.sent = self.sent.saturating_add(other.sent);
+        self.compared = self.compared.saturating_add(other.compared);
+        self.mismatch_status = self.mismatch_status.saturating_add(other.mismatch_status);
+        self.mismatch_body = self.mismatch_body.saturating_add(other.mismatch_body);
+        self.mismatch_latency = self.mismatch_latency.saturating_add(other.mismatch_latency);
+        self.failed = self.failed.saturating_add(other.failed);
+        self.skipped = self.skipped.saturating_add(other.skipped);
+    }
+}
+
+impl ServiceWindow {
+    /// Adds `other`'s metrics and widens the time range to cover both. On a bucket mismatch
+    /// nothing is changed.
+    pub fn merge(&mut self, other: &ServiceWindow) -> Result<(), BoundsMismatch> {
+        let mut merged = self.clone();
+        merged.primary.merge(&other.primary)?;
+        merged.shadow.merge(&other.shadow)?;
+        merged.mirror.merge(&other.mirror);
+        merged.start_ms = merged.start_ms.min(other.start_ms);
+        merged.end_ms = merged.end_ms.max(other.end_ms);
+        *self = merged;
+        Ok(())
+    }
+
+    /// The metrics of one variant, to change.
+    pub fn variant_mut(&mut self, variant: Variant) -> &mut VariantWindow {
+        match variant {
+            Variant::Primary => &mut self.primary,
+            Variant::Shadow => &mut self.shadow,
+        }
+    }
+}

@@ -1,3 +1,4 @@
 //! doppel's test support: a proxy-wasm host on wasmtime and helpers that run a real Envoy.
 
 pub mod xds_support;
+pub mod ingest_support;

@@ -1,0 +1,675 @@
+//! The CEL context a rule sees: `primary`, `shadow`, `compare`, `mirror`, `rollout`.
+//!
+//! [`RuleContext`] is built once per analysis interval from the analysed window (cumulative or
+//! sliding, see [`crate::analysis`]), the statistics of [`crate::stats`] (through [`Comparer`],
+//! which also keeps the always-valid sequential tests between intervals) and the rollout's
+//! state. Its shape is also the schema the policy checker uses: [`RuleContext::sample`] is a
+//! fully populated context, and [`Schema::of`] reads the field tree from it, so the checker,
+//! the evaluator and `docs/policy-context.md` (tested against [`Schema::paths`]) cannot drift.
+//!
+//! Counts are CEL `int`, rates, latencies, p-values and effects are `double`: CEL compares an
+//! int with a double but does not do arithmetic across them (`double(shadow.requests) * 0.5`).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::metrics::{Histogram, MirrorWindow, ServiceWindow, VariantWindow};
+use crate::stats::mann_whitney::{MannWhitney, mann_whitney};
+use crate::stats::proportions::{
+    Counts, ErrorRateComparison, ErrorRateConfig, ProportionTest, compare_error_rates,
+};
+use crate::stats::quantiles::summarize;
+use crate::stats::sequential::{
+    ErrorRateSequential, LatencySequential, SequentialConfig, SequentialResult,
+};
+use crate::stats::{Evidence, StatsError};
+
+/// The names a rule may start a field path with.
+pub const ROOTS: [&str; 5] = ["primary", "shadow", "compare", "mirror", "rollout"];
+
+/// Everything a rule can read at one evaluation.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RuleContext {
+    /// The primary's metrics over the analysed data.
+    pub primary: VariantContext,
+    /// The shadow's metrics over the analysed data.
+    pub shadow: VariantContext,
+    /// The statistical comparison of the two.
+    pub compare: CompareContext,
+    /// The mirror comparison's counts (zero outside mirror mode).
+    pub mirror: MirrorContext,
+    /// Where the rollout stands.
+    pub rollout: RolloutContext,
+}
+
+/// One variant's metrics.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct VariantContext {
+    /// Requests answered.
+    pub requests: i64,
+    /// Failed requests: 5xx answers plus resets.
+    pub errors: i64,
+    /// Answers with a 5xx status.
+    pub errors_5xx: i64,
+    /// Requests without an upstream answer (reset, timeout).
+    pub resets: i64,
+    /// `errors / requests`, 0 without requests.
+    pub error_rate: f64,
+    /// Latency in milliseconds.
+    pub latency: LatencyContext,
+    /// Custom Server-Timing histograms by name (those the policy declares), in milliseconds.
+    pub custom: BTreeMap<String, LatencyContext>,
+}
+
+/// A latency distribution's summary, in milliseconds; every value is 0 when `count` is 0.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct LatencyContext {
+    /// Observations.
+    pub count: i64,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Mean.
+    pub mean: f64,
+}
+
+/// The statistical comparison, shadow against primary.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CompareContext {
+    /// Error rates.
+    pub errors: ErrorsCompare,
+    /// Latency distributions.
+    pub latency: LatencyCompare,
+}
+
+/// Error-rate comparison: is the shadow failing more often?
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ErrorsCompare {
+    /// Both variants reached the policy's minimum sample.
+    pub sufficient: bool,
+    /// The fixed-horizon test: `fisher_exact` or `normal_approx`.
+    pub test: String,
+    /// One-sided p-value of that test for "the shadow errs more" on the analysed data.
+    pub p_value: f64,
+    /// Two-sided p-value of the same test.
+    pub p_value_two_sided: f64,
+    /// Always-valid p-value of the sequential test (mSPRT) over the whole rollout.
+    pub sequential_p_value: f64,
+    /// Shadow error rate minus primary error rate.
+    pub difference: f64,
+    /// Lower confidence limit of `difference`.
+    pub difference_lower: f64,
+    /// Upper confidence limit of `difference`.
+    pub difference_upper: f64,
+    /// Shadow error rate over primary error rate (1 when neither errs, the largest double
+    /// when only the shadow errs).
+    pub ratio: f64,
+    /// The sequential test says the shadow errs more: `sequential_p_value <= alpha`.
+    pub worse: bool,
+}
+
+/// Latency comparison: is the shadow slower?
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LatencyCompare {
+    /// Both variants reached the policy's minimum sample.
+    pub sufficient: bool,
+    /// One-sided Mann-Whitney p-value for "the shadow is slower" on the analysed data.
+    pub p_value: f64,
+    /// Two-sided Mann-Whitney p-value.
+    pub p_value_two_sided: f64,
+    /// Always-valid p-value of the sequential test (mSPRT) over the whole rollout.
+    pub sequential_p_value: f64,
+    /// P(a shadow request is slower than a primary one), ties half: 0.5 means no difference.
+    pub effect: f64,
+    /// Rank-biserial correlation `2 * effect - 1`, in [-1, 1].
+    pub rank_biserial: f64,
+    /// Hodges-Lehmann shift of the shadow's latency, in milliseconds (bucket resolution).
+    pub shift_ms: f64,
+    /// The sequential test says the shadow is slower: `sequential_p_value <= alpha`.
+    pub slower: bool,
+}
+
+/// The mirror comparison's counts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct MirrorContext {
+    /// Copies sent to the shadow.
+    pub sent: i64,
+    /// Copies whose answer was compared with the primary's.
+    pub compared: i64,
+    /// Compared copies that differed, by kind.
+    pub mismatches: MismatchContext,
+    /// `mismatches.total / compared`, 0 when nothing was compared.
+    pub mismatch_rate: f64,
+    /// Copies that got no answer.
+    pub failed: i64,
+    /// Chosen requests not copied (method, body, in-flight cap).
+    pub skipped: i64,
+}
+
+/// Mismatches by kind.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct MismatchContext {
+    /// The status class differed.
+    pub status: i64,
+    /// The body digest differed.
+    pub body: i64,
+    /// The shadow was slower than the tolerance allows.
+    pub latency: i64,
+    /// All three added up.
+    pub total: i64,
+}
+
+/// Where the rollout stands.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct RolloutContext {
+    /// 0 while shadowing at `traffic.percent`, then the number of the promotion step (from 1).
+    pub step: i64,
+    /// The shadow's current share of traffic, in percent.
+    pub weight: f64,
+    /// Seconds since the current step began.
+    pub age_s: f64,
+    /// A `pause` rule has frozen the rollout.
+    pub paused: bool,
+}
+
+fn count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl LatencyContext {
+    /// The summary of a histogram (all zero when it is empty).
+    pub fn of(h: &Histogram) -> LatencyContext {
+        match summarize(h) {
+            Some(s) => LatencyContext {
+                count: count(s.count),
+                p50: s.p50.value,
+                p90: s.p90.value,
+                p95: s.p95.value,
+                p99: s.p99.value,
+                mean: s.mean,
+            },
+            None => LatencyContext::default(),
+        }
+    }
+}
+
+impl VariantContext {
+    /// One variant's context from its window; `custom` lists the declared custom metrics
+    /// (a declared metric without data reads as zeros).
+    pub fn of(w: &VariantWindow, custom: &[String]) -> VariantContext {
+        let errors = w.errors_5xx.saturating_add(w.resets);
+        VariantContext {
+            requests: count(w.requests),
+            errors: count(errors),
+            errors_5xx: count(w.errors_5xx),
+            resets: count(w.resets),
+            error_rate: ratio(errors, w.requests),
+            latency: LatencyContext::of(&w.latency_ms),
+            custom: custom
+                .iter()
+                .map(|name| {
+                    let h = w.custom.get(name).map(LatencyContext::of);
+                    (name.clone(), h.unwrap_or_default())
+                })
+                .collect(),
+        }
+    }
+}
+
+impl MirrorContext {
+    /// The mirror context of a window's mirror counts.
+    pub fn of(m: &MirrorWindow) -> MirrorContext {
+        let total = m
+            .mismatch_status
+            .saturating_add(m.mismatch_body)
+            .saturating_add(m.mismatch_latency);
+        MirrorContext {
+            sent: count(m.sent),
+            compared: count(m.compared),
+            mismatches: MismatchContext {
+                status: count(m.mismatch_status),
+                body: count(m.mismatch_body),
+                latency: count(m.mismatch_latency),
+                total: count(total),
+            },
+            mismatch_rate: ratio(total, m.compared),
+            failed: count(m.failed),
+            skipped: count(m.skipped),
+        }
+    }
+}
+
+fn ratio(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+/// The error counts the statistics compare: 5xx answers plus resets.
+pub fn error_counts(w: &VariantWindow) -> Counts {
+    Counts::new(w.requests, w.errors_5xx.saturating_add(w.resets).min(w.requests))
+}
+
+/// The statistics of one evaluation, kept whole for explanations.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Comparison {
+    /// The fixed-horizon error-rate test on the analysed data.
+    pub errors: ErrorRateComparison,
+    /// The sequential error-rate test over the whole rollout.
+    pub errors_sequential: SequentialResult,
+    /// Mann-Whitney on the analysed latency histograms (`None` without latency data).
+    pub latency: Option<MannWhitney>,
+    /// The sequential latency test over the whole rollout.
+    pub latency_sequential: SequentialResult,
+    /// The policy's alpha.
+    pub alpha: f64,
+}
+
+/// Runs the statistics for a policy: fixed-horizon tests on the analysed data and always-valid
+/// sequential tests fed once per interval.
+#[derive(Clone, Debug)]
+pub struct Comparer {
+    alpha: f64,
+    min_sample: u64,
+    errors_sequential: ErrorRateSequential,
+    latency_sequential: LatencySequential,
+}
+
+impl Comparer {
+    /// A comparer for `alpha` and a minimum sample per variant.
+    pub fn new(alpha: f64, min_sample: u64) -> Result<Comparer, StatsError> {
+        let errors = SequentialConfig {
+            min_samples: min_sample,
+            ..SequentialConfig::errors(alpha)
+        };
+        let latency = SequentialConfig {
+            min_samples: min_sample,
+            ..SequentialConfig::latency(alpha)
+        };
+        Ok(Comparer {
+            alpha,
+            min_sample,
+            errors_sequential: ErrorRateSequential::new(errors)?,
+            latency_sequential: LatencySequential::new(latency)?,
+        })
+    }
+
+    /// One look: feeds the data that arrived since the last look (`new`) to the sequential
+    /// tests and runs the fixed-horizon tests on `analysed`.
+    pub fn look(
+        &mut self,
+        new: &ServiceWindow,
+        analysed: &ServiceWindow,
+    ) -> Result<Comparison, StatsError> {
+        let errors_sequential = self
+            .errors_sequential
+            .observe(error_counts(&new.primary), error_counts(&new.shadow))?;
+        let latency_sequential = if new.primary.latency_ms.is_empty()
+            && new.shadow.latency_ms.is_empty()
+        {
+            self.latency_sequential.result()?
+        } else {
+            self.latency_sequential
+                .observe(&new.primary.latency_ms, &new.shadow.latency_ms)?
+        };
+        let config = ErrorRateConfig {
+            min_requests: self.min_sample,
+            ..ErrorRateConfig::default()
+        };
+        let errors = compare_error_rates(
+            error_counts(&analysed.primary),
+            error_counts(&analysed.shadow),
+            &config,
+        )?;
+        let (p, s) = (&analysed.primary.latency_ms, &analysed.shadow.latency_ms);
+        let latency = if p.total() == 0 && s.total() == 0 {
+            None
+        } else {
+            Some(mann_whitney(p, s, self.min_sample)?)
+        };
+        Ok(Comparison {
+            errors,
+            errors_sequential,
+            latency,
+            latency_sequential,
+            alpha: self.alpha,
+        })
+    }
+}
+
+impl Comparison {
+    /// The `compare` part of the context.
+    pub fn context(&self, min_sample: u64, data: &ServiceWindow) -> CompareContext {
+        let e = &self.errors;
+        let enough = data.primary.requests >= min_sample && data.shadow.requests >= min_sample;
+        let ratio = if e.shadow_rate == 0.0 && e.primary_rate == 0.0 {
+            1.0
+        } else if e.primary_rate == 0.0 {
+            f64::MAX
+        } else {
+            e.shadow_rate / e.primary_rate
+        };
+        let errors = ErrorsCompare {
+            sufficient: enough && e.evidence.is_sufficient(),
+            test: match e.test {
+                ProportionTest::FisherExact => "fisher_exact",
+                ProportionTest::NormalApprox => "normal_approx",
+            }
+            .to_string(),
+            p_value: e.p_worse,
+            p_value_two_sided: e.p_two_sided,
+            sequential_p_value: self.errors_sequential.p_value,
+            difference: e.difference.estimate,
+            difference_lower: e.difference.lower,
+            difference_upper: e.difference.upper,
+            ratio,
+            worse: self.errors_sequential.p_value <= self.alpha,
+        };
+        let latency = match &self.latency {
+            Some(m) => LatencyCompare {
+                sufficient: enough && m.evidence.is_sufficient(),
+                p_value: m.p_slower,
+                p_value_two_sided: m.p_two_sided,
+                sequential_p_value: self.latency_sequential.p_value,
+                effect: m.cles,
+                rank_biserial: m.rank_biserial,
+                shift_ms: m.hodges_lehmann,
+                slower: self.latency_sequential.p_value <= self.alpha,
+            },
+            None => LatencyCompare {
+                sufficient: false,
+                p_value: 1.0,
+                p_value_two_sided: 1.0,
+                sequential_p_value: self.latency_sequential.p_value,
+                effect: 0.5,
+                rank_biserial: 0.0,
+                shift_ms: 0.0,
+                slower: self.latency_sequential.p_value <= self.alpha,
+            },
+        };
+        CompareContext { errors, latency }
+    }
+
+    /// What the error statistics say, in one sentence with the numbers.
+    pub fn explain_errors(&self) -> String {
+        let e = &self.errors;
+        let s = &self.errors_sequential;
+        let test = match e.test {
+            ProportionTest::FisherExact => "Fisher exact",
+            ProportionTest::NormalApprox => "two-proportion z",
+        };
+        format!(
+            "errors: shadow {:.3}% vs primary {:.3}% (difference {:+.3} pp, {:.0}% CI [{:+.3}, {:+.3}]); \
+             {test} one-sided p={}; mSPRT always-valid p={} (alpha {}){}",
+            e.shadow_rate * 100.0,
+            e.primary_rate * 100.0,
+            e.difference.estimate * 100.0,
+            ErrorRateConfig::default().confidence * 100.0,
+            e.difference.lower * 100.0,
+            e.difference.upper * 100.0,
+            fmt_p(e.p_worse),
+            fmt_p(s.p_value),
+            self.alpha,
+            evidence_note(&e.evidence),
+        )
+    }
+
+    /// What the latency statistics say, in one sentence with the numbers.
+    pub fn explain_latency(&self) -> String {
+        let s = &self.latency_sequential;
+        match &self.latency {
+            Some(m) => format!(
+                "latency: Mann-Whitney (n shadow {}, primary {}) one-sided p={}, P(shadow slower)={:.3}, \
+                 shift {:+.1} ms; mSPRT always-valid p={} (alpha {}){}",
+                m.shadow_n,
+                m.primary_n,
+                fmt_p(m.p_slower),
+                m.cles,
+                m.hodges_lehmann,
+                fmt_p(s.p_value),
+                self.alpha,
+                evidence_note(&m.evidence),
+            ),
+            None => format!(
+                "latency: no latency data; mSPRT always-valid p={} (alpha {})",
+                fmt_p(s.p_value),
+                self.alpha
+            ),
+        }
+    }
+}
+
+fn fmt_p(p: f64) -> String {
+    if p < 1e-4 { format!("{p:.2e}") } else { format!("{p:.4}") }
+}
+
+fn evidence_note(e: &Evidence) -> String {
+    match e {
+        Evidence::Sufficient => String::new(),
+        Evidence::Inconclusive(i) => format!("; inconclusive: {}", i.reason),
+    }
+}
+
+impl RuleContext {
+    /// The context of one evaluation.
+    pub fn new(
+        data: &ServiceWindow,
+        comparison: &Comparison,
+        min_sample: u64,
+        rollout: RolloutContext,
+        custom: &[String],
+    ) -> RuleContext {
+        RuleContext {
+            primary: VariantContext::of(&data.primary, custom),
+            shadow: VariantContext::of(&data.shadow, custom),
+            compare: comparison.context(min_sample, data),
+            mirror: MirrorContext::of(&data.mirror),
+            rollout,
+        }
+    }
+
+    /// A context with every field set to a plausible, non-zero value, and one entry per
+    /// declared custom metric: what `doppel check` evaluates each rule against.
+    pub fn sample(custom: &[String]) -> RuleContext {
+        let latency = LatencyContext {
+            count: 980,
+            p50: 12.5,
+            p90: 40.0,
+            p95: 55.0,
+            p99: 120.0,
+            mean: 18.2,
+        };
+        let variant = |requests: i64, errors: i64| VariantContext {
+            requests,
+            errors,
+            errors_5xx: errors - 1,
+            resets: 1,
+            error_rate: errors as f64 / requests as f64,
+            latency: latency.clone(),
+            custom: custom
+                .iter()
+                .map(|name| (name.clone(), latency.clone()))
+                .collect(),
+        };
+        RuleContext {
+            primary: variant(10_000, 100),
+            shadow: variant(1_000, 21),
+            compare: CompareContext {
+                errors: ErrorsCompare {
+                    sufficient: true,
+                    test: "fisher_exact".to_string(),
+                    p_value: 0.0042,
+                    p_value_two_sided: 0.0071,
+                    sequential_p_value: 0.0081,
+                    difference: 0.011,
+                    difference_lower: 0.003,
+                    difference_upper: 0.02,
+                    ratio: 2.1,
+                    worse: true,
+                },
+                latency: LatencyCompare {
+                    sufficient: true,
+                    p_value: 0.03,
+                    p_value_two_sided: 0.06,
+                    sequential_p_value: 0.2,
+                    effect: 0.56,
+                    rank_biserial: 0.12,
+                    shift_ms: 3.5,
+                    slower: false,
+                },
+            },
+            mirror: MirrorContext {
+                sent: 1_000,
+                compared: 990,
+                mismatches: MismatchContext {
+                    status: 3,
+                    body: 5,
+                    latency: 2,
+                    total: 10,
+                },
+                mismatch_rate: 10.0 / 990.0,
+                failed: 10,
+                skipped: 4,
+            },
+            rollout: RolloutContext {
+                step: 1,
+                weight: 5.0,
+                age_s: 120.0,
+                paused: false,
+            },
+        }
+    }
+
+    /// The context as JSON (field paths for explanations are looked up in it).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The context as CEL variables, one per root.
+    pub fn to_cel(&self) -> Result<cel::Context<'static, 'static>, cel::SerializationError> {
+        let mut ctx = cel::Context::default();
+        ctx.add_variable("primary", &self.primary)?;
+        ctx.add_variable("shadow", &self.shadow)?;
+        ctx.add_variable("compare", &self.compare)?;
+        ctx.add_variable("mirror", &self.mirror)?;
+        ctx.add_variable("rollout", &self.rollout)?;
+        Ok(ctx)
+    }
+}
+
+/// The type of a context field, as the checker sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FieldType {
+    /// CEL `bool`.
+    Bool,
+    /// CEL `int`.
+    Int,
+    /// CEL `double`.
+    Double,
+    /// CEL `string`.
+    String,
+    /// A map with known keys.
+    Object(BTreeMap<String, FieldType>),
+}
+
+impl FieldType {
+    /// The CEL name of the type.
+    pub fn name(&self) -> &'static str {
+        match self {
+            FieldType::Bool => "bool",
+            FieldType::Int => "int",
+            FieldType::Double => "double",
+            FieldType::String => "string",
+            FieldType::Object(_) => "map",
+        }
+    }
+
+    fn of(value: &serde_json::Value) -> FieldType {
+        use serde_json::Value;
+        match value {
+            Value::Bool(_) => FieldType::Bool,
+            Value::Number(n) if n.is_f64() => FieldType::Double,
+            Value::Number(_) => FieldType::Int,
+            Value::Object(fields) => FieldType::Object(
+                fields
+                    .iter()
+                    .map(|(k, v)| (k.clone(), FieldType::of(v)))
+                    .collect(),
+            ),
+            Value::String(_) | Value::Null | Value::Array(_) => FieldType::String,
+        }
+    }
+}
+
+/// The field tree of the context for a policy's custom metrics.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Schema {
+    /// The root variables and their fields.
+    pub roots: BTreeMap<String, FieldType>,
+}
+
+impl Schema {
+    /// The schema of the context for a policy declaring `custom` metrics.
+    pub fn of(custom: &[String]) -> Schema {
+        let roots = match FieldType::of(&RuleContext::sample(custom).to_json()) {
+            FieldType::Object(roots) => roots,
+            _ => BTreeMap::new(),
+        };
+        Schema { roots }
+    }
+
+    /// Every leaf field path with its type, sorted (`compare.errors.p_value: double`).
+    pub fn paths(&self) -> Vec<(String, &'static str)> {
+        fn walk(prefix: &str, t: &FieldType, out: &mut Vec<(String, &'static str)>) {
+            match t {
+                FieldType::Object(fields) => {
+                    for (name, t) in fields {
+                        walk(&format!("{prefix}.{name}"), t, out);
+                    }
+                }
+                leaf => out.push((prefix.to_string(), leaf.name())),
+            }
+        }
+        let mut out = Vec::new();
+        for (name, t) in &self.roots {
+            walk(name, t, &mut out);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_lists_every_root_and_custom_metrics() {
+        let schema = Schema::of(&["db".to_string()]);
+        let roots: Vec<_> = schema.roots.keys().map(String::as_str).collect();
+        let mut expected = ROOTS.to_vec();
+        expected.sort_unstable();
+        assert_eq!(roots, expected);
+        let paths = schema.paths();
+        assert!(paths.contains(&("shadow.custom.db.p99".to_string(), "double")));
+        assert!(paths.contains(&("primary.requests".to_string(), "int")));
+        assert!(paths.contains(&("compare.errors.worse".to_string(), "bool")));
+    }
+
+    #[test]
+    fn sample_context_evaluates_in_cel() {
+        let ctx = RuleContext::sample(&[]).to_cel().unwrap();
+        let program = cel::Program::compile(
+            "shadow.error_rate > primary.error_rate && compare.errors.worse && rollout.step == 1",
+        )
+        .unwrap();
+        assert_eq!(program.execute(&ctx), Ok(cel::Value::Bool(true)));
+    }
+}

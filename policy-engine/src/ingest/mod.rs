@@ -1,0 +1,28 @@
+//! Metrics ingestion: a MetricsService gRPC server that any number of Envoys stream their stats
+//! into, turned into per (service, variant) time windows.
+//!
+//! - [`convert`]: the edge. A wire message becomes domain [`Update`]s, or [`IngestError`]s each
+//!   with a stable short code. Filter metrics are named by `doppel_filter::names`; Envoy's own
+//!   per-cluster stats are mapped to (service, variant) by a [`ClusterRegistry`].
+//! - [`store`]: the [`WindowStore`], a ring of windows per service, bounded by services x
+//!   windows kept; the analysis loop reads [`WindowStore::windows`] and [`WindowStore::sum`]
+//!   and waits on [`WindowStore::subscribe`].
+//! - [`server`]: [`serve`], the tonic server on a listener the caller binds.
+//! - [`registry`] and [`error`]: the cluster map and the error kinds with their counters.
+//! - [`wire`]: builders of messages shaped as Envoy sends them (tests, tools).
+//!
+//! Deliberate choices: windows are bucketed by the engine's clock when a flush arrives, not by
+//! the timestamp a peer sends; a bad metric is dropped alone, the rest of its flush is kept.
+
+pub mod convert;
+pub mod error;
+pub mod registry;
+pub mod server;
+pub mod store;
+pub mod wire;
+
+pub use convert::{Field, Flush, MirrorStat, Update, Value};
+pub use error::{Counts, IngestError};
+pub use registry::ClusterRegistry;
+pub use server::{MAX_MESSAGE_BYTES, serve};
+pub use store::{IngestReport, StoreConfig, WindowStore};

@@ -1,0 +1,189 @@
+//! Policies: YAML files naming a service, its primary and shadow, the traffic sent to the
+//! shadow, how the analysis runs, the CEL rules and their actions, promotion steps and alerts.
+//!
+//! - [`raw`]: the file as written (serde types with source positions).
+//! - [`model`]: the validated policy the rest of the engine uses.
+//! - [`validate`]: raw to model, collecting every problem with its line and column.
+//! - [`expr`]: compiling and checking a rule's CEL condition against the context's schema.
+//! - [`check`]: `doppel check`: every problem of every policy file under some paths.
+//!
+//! A policy is loaded whole or refused whole ([`parse`] returns every problem it finds); the
+//! caller keeps the last good one in force.
+
+pub mod check;
+pub mod expr;
+pub mod model;
+pub mod raw;
+pub mod validate;
+
+use std::fmt;
+use std::path::Path;
+
+pub use model::{
+    Action, Analysis, DataScope, Headers, MatchTest, Matcher, Mirror, Mode, Percent, Policy,
+    Primary, Rule, Severity, Step, Sticky, Traffic, parse_duration,
+};
+
+/// A position in a policy file: 1-based line and column (in characters).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Position {
+    /// Line, from 1.
+    pub line: u64,
+    /// Column, from 1, in characters.
+    pub column: u64,
+}
+
+impl Position {
+    /// The position serde-saphyr recorded for a value.
+    pub fn of(location: &serde_saphyr::Location) -> Position {
+        Position {
+            line: location.line().max(1),
+            column: location.column().max(1),
+        }
+    }
+}
+
+/// One thing wrong with a policy file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// Where it is.
+    pub position: Position,
+    /// A stable short code (`yaml`, `unknown_reference`, `percent`, ...).
+    pub code: &'static str,
+    /// What is wrong, naming the offending value.
+    pub message: String,
+}
+
+impl Problem {
+    /// A problem at `position`.
+    pub fn new(position: Position, code: &'static str, message: impl Into<String>) -> Problem {
+        Problem {
+            position,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}: {}",
+            self.position.line, self.position.column, self.message
+        )
+    }
+}
+
+/// Why a policy file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file has problems: one line each, `file:line:column: message`.
+    #[error("{}", .problems.iter().map(|p| format!("{}:{p}", .path)).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        /// The file.
+        path: String,
+        /// Its problems, in file order.
+        problems: Vec<Problem>,
+    },
+}
+
+/// Parses and validates a policy from its text; every problem found, in file order.
+pub fn parse(text: &str) -> Result<Policy, Vec<Problem>> {
+    let raw: raw::RawPolicy = serde_saphyr::from_str(text).map_err(|e| vec![yaml_problem(&e)])?;
+    validate::validate(raw, text)
+}
+
+/// Reads, parses and validates the policy file at `path`.
+pub fn load(path: &Path) -> Result<Policy, LoadError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: name.clone(),
+        source,
+    })?;
+    parse(&text).map_err(|problems| LoadError::Invalid {
+        path: name,
+        problems,
+    })
+}
+
+/// A YAML or structure error from the deserializer, without its own location suffix.
+fn yaml_problem(e: &serde_saphyr::Error) -> Problem {
+    let position = e.location().map(|l| Position::of(&l)).unwrap_or(Position {
+        line: 1,
+        column: 1,
+    });
+    let text = e.without_snippet().to_string();
+    let suffix = format!(" at line {}, column {}", position.line, position.column);
+    let message = text.strip_suffix(&suffix).unwrap_or(&text).to_string();
+    let code = if message.starts_with("unknown field") {
+        "unknown_field"
+    } else if message.starts_with("missing field") {
+        "missing_field"
+    } else {
+        "yaml"
+    };
+    Problem::new(position, code, message)
+}
+
+/// The position in the file of the character at `offset` (in characters) of a string value
+/// that starts at `start`: plain, quoted and block scalars are walked in step with the
+/// parsed text, so a CEL error points into the expression where it is written.
+pub fn position_in_value(
+    text: &str,
+    start: &serde_saphyr::Location,
+    value: &str,
+    offset: usize,
+) -> Position {
+    let origin = Position::of(start);
+    let Some(byte) = start
+        .span()
+        .byte_offset()
+        .and_then(|b| usize::try_from(b).ok())
+        .filter(|b| text.is_char_boundary(*b))
+    else {
+        return origin;
+    };
+    let mut source = text[byte..].chars().peekable();
+    let mut at = origin;
+    let advance = |at: &mut Position, c: char| {
+        if c == '\n' {
+            at.line += 1;
+            at.column = 1;
+        } else {
+            at.column += 1;
+        }
+    };
+    for wanted in value.chars().take(offset + 1).enumerate() {
+        let (i, wanted) = wanted;
+        // Skip what the YAML syntax adds (quotes, escapes, indentation, folding).
+        loop {
+            match source.peek() {
+                None => return at,
+                Some(&c) if c == wanted => break,
+                Some(&c) => {
+                    advance(&mut at, c);
+                    source.next();
+                }
+            }
+        }
+        if i == offset {
+            return at;
+        }
+        if let Some(c) = source.next() {
+            advance(&mut at, c);
+        }
+    }
+    at
+}
+
+#[cfg(test)]
+mod tests;
