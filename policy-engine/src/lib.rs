@@ -5,6 +5,7 @@
 //!
 //! Modules:
 //! - [`metrics`]: the domain types every other module shares (windows, histograms).
+//! - [`rollout`]: the rollout state machine per policy, its store, and the snapshots it serves.
 //! - [`xds`]: the ADS server (state of the world and delta) and its per-node snapshot cache.
 //! - [`policy`]: policy files (YAML): loading with positions, validation, CEL rules checked
 //!   against the context's schema; `doppel check`.
@@ -18,6 +19,7 @@
 pub mod context;
 pub mod ingest;
 pub mod metrics;
-pub mod xds;
 pub mod policy;
+pub mod rollout;
 pub mod stats;
+pub mod xds;
