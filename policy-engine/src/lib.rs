@@ -5,6 +5,7 @@
 //!
 //! Modules:
 //! - [`metrics`]: the domain types every other module shares (windows, histograms).
+//! - [`cli`]: `doppel serve` and `doppel rollout ...` (rollout control's subcommands).
 //! - [`rollout`]: the rollout state machine per policy, its store, and the snapshots it serves.
 //! - [`xds`]: the ADS server (state of the world and delta) and its per-node snapshot cache.
 //! - [`policy`]: policy files (YAML): loading with positions, validation, CEL rules checked
@@ -16,6 +17,7 @@
 //! - [`stats`]: the statistics (pure functions): error rates, Mann-Whitney on histograms,
 //!   quantiles, always-valid sequential tests, and the detection benchmark simulator.
 
+pub mod cli;
 pub mod context;
 pub mod ingest;
 pub mod metrics;

@@ -1,12 +1,31 @@
 //! `doppel`: the policy engine's command line. It parses arguments and calls the library.
 
-use clap::Parser;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use doppel_engine::cli;
 
 /// doppel: shadow deployments decided by evidence.
 #[derive(Parser)]
 #[command(version, about)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    let _cli = Cli::parse();
+/// The subcommands.
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the engine: xDS server, metrics ingestion, rollouts and the HTTP API.
+    Serve(cli::serve::ServeArgs),
+    /// Drives a rollout through a running engine's API.
+    #[command(subcommand)]
+    Rollout(cli::rollout::RolloutCommand),
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Serve(args) => cli::serve::main(args),
+        Command::Rollout(command) => cli::rollout::main(command),
+    }
 }
