@@ -53,9 +53,10 @@ fn error(code: StatusCode, message: impl Into<String>) -> Response {
     (code, Json(json!({ "error": message.into() }))).into_response()
 }
 
-fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), Response> {
+/// `None` when the request carries the token, else the refusal to send.
+fn refusal(state: &ApiState, headers: &HeaderMap) -> Option<Response> {
     let Some(expected) = &state.token else {
-        return Err(error(
+        return Some(error(
             StatusCode::FORBIDDEN,
             "no API token is configured: state-changing requests are disabled",
         ));
@@ -66,9 +67,9 @@ fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), Response> {
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
-        Ok(())
+        None
     } else {
-        Err(error(
+        Some(error(
             StatusCode::UNAUTHORIZED,
             "missing or wrong bearer token",
         ))
@@ -134,7 +135,7 @@ async fn command(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(denied) = authorize(&state, &headers) {
+    if let Some(denied) = refusal(&state, &headers) {
         return denied;
     }
     let command = match name.as_str() {
@@ -168,7 +169,7 @@ async fn event(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(denied) = authorize(&state, &headers) {
+    if let Some(denied) = refusal(&state, &headers) {
         return denied;
     }
     let mut event: RolloutEvent = match serde_json::from_slice(&body) {

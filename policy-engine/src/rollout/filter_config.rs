@@ -70,14 +70,17 @@ impl FilterKind {
                         vm: Some(plugin_config::Vm::VmConfig(vm)),
                         ..Default::default()
                     }),
-                    ..Default::default()
                 };
                 Some(extension_config(name, &wasm))
             }
             FilterKind::LuaStandIn => {
-                // A Lua long string cannot hold its own closing bracket; JSON never has "]==]".
+                // A Lua long string ends at its own closing bracket: pick a level the text lacks.
+                let level = (0..)
+                    .map(|n| "=".repeat(n))
+                    .find(|eq| !text.contains(&format!("]{eq}]")))
+                    .unwrap_or_default();
                 let code = format!(
-                    "function envoy_on_response(handle)\n  handle:headers():add(\"{STAND_IN_HEADER}\", [==[{text}]==])\nend\n"
+                    "function envoy_on_response(handle)\n  handle:headers():add(\"{STAND_IN_HEADER}\", [{level}[{text}]{level}])\nend\n"
                 );
                 let lua = Lua {
                     default_source_code: Some(DataSource {
