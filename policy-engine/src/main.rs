@@ -21,11 +21,15 @@ enum Command {
     /// Drives a rollout through a running engine's API.
     #[command(subcommand)]
     Rollout(cli::rollout::RolloutCommand),
+    /// Renders manifests for other control planes.
+    #[command(subcommand)]
+    Render(cli::render::RenderCommand),
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve(args) => cli::serve::main(args),
         Command::Rollout(command) => cli::rollout::main(command),
+        Command::Render(command) => cli::render::main(command),
     }
 }

@@ -4,12 +4,14 @@
 //! - [`config`]: the serve config file (steering, nodes, services and their endpoints).
 //! - [`serve`]: `doppel serve`.
 //! - [`api`]: the HTTP API (axum); state-changing endpoints need the bearer token.
+//! - [`render`]: `doppel render istio POLICY`.
 //! - [`rollout`]: `doppel rollout start|status|wait|pause|resume|promote|rollback`.
 //! - [`client`]: the small HTTP client the rollout commands use.
 
 pub mod api;
 pub mod client;
 pub mod config;
+pub mod render;
 pub mod rollout;
 pub mod serve;
 

@@ -6,11 +6,13 @@
 //!   mirroring, which primary), in full-ADS or filter-only steering.
 //! - [`filter_config`]: the filter's JSON config and its ECDS packing.
 //! - [`render`]: a node's snapshot from its inputs (deterministic, so it can be rebuilt).
+//! - [`istio`]: WasmPlugin, VirtualService and DestinationRule for a policy (`doppel render istio`).
 //! - [`store`]: rollouts, decision log and last snapshot per node in redb.
 //! - [`controller`]: applies inputs, commits them, then serves the snapshots.
 
 pub mod controller;
 pub mod filter_config;
+pub mod istio;
 pub mod machine;
 pub mod render;
 pub mod store;
