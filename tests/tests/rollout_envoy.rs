@@ -341,3 +341,61 @@ async fn rollout_filter_only_rollback_over_ecds_and_a_nack_is_reported() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_rule_rollback_decision_takes_the_shadow_to_zero_in_one_push() {
+    let primary = Upstream::start("primary").await.expect("primary upstream");
+    let shadow = Upstream::start("shadow").await.expect("shadow upstream");
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_full_ads(
+        dir.path(),
+        primary.address,
+        shadow.address,
+        "{ kind: lua_stand_in }",
+    );
+    let xds_port = free_port();
+    let engine = Engine::start(
+        dir.path(),
+        &dir.path().join("serve.yaml"),
+        &dir.path().join("state.redb"),
+        xds_port,
+    )
+    .expect("doppel serve");
+    let bootstrap = render_ads_bootstrap(xds_port, AdsMode::Delta).expect("bootstrap");
+    let envoy = Envoy::start(&bootstrap, NODE).await.expect("envoy");
+    let out = engine.cli(&["start", "checkout", "--version", "v2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_weights(&envoy, (9_000, 1_000)).await;
+    let before = engine.status("checkout")["nodes"][0]["version"].as_u64();
+
+    // What the analysis loop sends when a rollback rule fires (its Decision as an event).
+    let answer = engine
+        .event(
+            "checkout",
+            &json!({ "at_ms": 0, "verdict": "fired", "rule": "errors", "action": "rollback" }),
+        )
+        .await
+        .expect("decision accepted");
+    assert_eq!(answer["status"]["rollout"]["phase"]["phase"], "rolled_back");
+    assert_eq!(answer["status"]["rollout"]["phase"]["reason"], "errors");
+    assert_eq!(
+        answer["status"]["nodes"][0]["version"].as_u64(),
+        before.map(|v| v + 1),
+        "weight and filter change in one snapshot"
+    );
+    wait_weights(&envoy, (10_000, 0)).await;
+    let address = envoy.listener_address("checkout").await.expect("listener");
+    wait_filter(address, "off", 0.0).await;
+    assert_eq!(drive(&envoy, &primary, &shadow).await, (REQUESTS, 0));
+    assert_eq!(
+        engine
+            .cli(&["wait", "checkout", "--timeout", "5s"])
+            .status
+            .code(),
+        Some(2)
+    );
+}
