@@ -17,6 +17,9 @@
 //!   typed [`analysis::Decision`]s with their explanations.
 //! - [`replay`]: `doppel replay`: reading a recorded trace (JSON Lines of windows) and running
 //!   a policy over it deterministically.
+//! - [`rollout`]: the rollout state machine per policy, its store, and the snapshots it serves.
+//! - [`cli`]: the `doppel` subcommands (check, replay, serve, rollout, render); `main.rs` only
+//!   dispatches to them.
 //! - [`xds`]: the ADS server (state of the world and delta) and its per-node snapshot cache.
 //! - [`alerts`]: webhook alerts (Slack, PagerDuty Events v2, JSON) with retries and de-duplication.
 //! - [`hosts`]: stratified, seeded choice of shadow hosts from an inventory or EDS endpoints.
@@ -24,6 +27,7 @@
 
 pub mod alerts;
 pub mod analysis;
+pub mod cli;
 pub mod context;
 pub mod hosts;
 pub mod ingest;
@@ -31,5 +35,6 @@ pub mod metrics;
 pub mod policy;
 pub mod replay;
 pub mod resources;
+pub mod rollout;
 pub mod stats;
 pub mod xds;

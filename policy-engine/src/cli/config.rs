@@ -1,0 +1,95 @@
+//! The `doppel serve` config file (YAML):
+//!
+//! ```yaml
+//! steering: full_ads          # or filter_only
+//! filter: { kind: none }      # or { kind: wasm, path: /etc/doppel/doppel.wasm } or { kind: lua_stand_in }
+//! nodes: [envoy-1]            # Envoy node ids served
+//! services:
+//!   - policy: policies/checkout.yaml   # relative to this file
+//!     listener: 127.0.0.1:10000         # full ADS: where the service's listener binds
+//!     endpoints:                        # full ADS: hosts of each cluster the policy names
+//!       checkout-v1: [127.0.0.1:8081]
+//!       checkout-v2: [127.0.0.1:8082]
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::policy;
+use crate::rollout::filter_config::FilterKind;
+use crate::rollout::{ServiceSetup, Setup, Steering};
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// Full ADS or filter-only.
+    #[serde(default)]
+    pub steering: Steering,
+    /// How the filter config is packed.
+    #[serde(default)]
+    pub filter: FilterKind,
+    /// The Envoy node ids served.
+    pub nodes: Vec<String>,
+    /// The services.
+    pub services: Vec<ServiceConfig>,
+}
+
+/// One service entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// The policy file.
+    pub policy: PathBuf,
+    /// Where its listener binds (full ADS).
+    #[serde(default)]
+    pub listener: Option<SocketAddr>,
+    /// Hosts per cluster (full ADS).
+    #[serde(default)]
+    pub endpoints: BTreeMap<String, Vec<SocketAddr>>,
+}
+
+/// Reads the config at `path` and loads every policy it names.
+pub fn load(path: &Path) -> Result<Setup, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("reading the serve config {}: {e}", path.display()))?;
+    let config: ServeConfig =
+        serde_saphyr::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    if config.nodes.is_empty() {
+        return Err(format!("{}: `nodes` names no Envoy node", path.display()));
+    }
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut services = BTreeMap::new();
+    for service in config.services {
+        let file = base.join(&service.policy);
+        let policy = policy::load(&file).map_err(|e| e.to_string())?;
+        if config.steering == Steering::FullAds && service.listener.is_none() {
+            return Err(format!(
+                "{}: service `{}` needs a `listener` address in full_ads steering",
+                path.display(),
+                policy.service
+            ));
+        }
+        let name = policy.service.clone();
+        let setup = ServiceSetup {
+            policy,
+            listener: service.listener,
+            endpoints: service.endpoints,
+        };
+        if services.insert(name.clone(), setup).is_some() {
+            return Err(format!(
+                "{}: service `{name}` appears twice",
+                path.display()
+            ));
+        }
+    }
+    Ok(Setup {
+        steering: config.steering,
+        filter: config.filter,
+        nodes: config.nodes,
+        services,
+    })
+}

@@ -1,0 +1,170 @@
+//! `doppel serve`: the xDS server, MetricsService ingestion, the rollouts and the HTTP API in
+//! one process. State lives in the store (`--store`); a restart on the same store serves every
+//! Envoy the snapshot version it had and resumes every rollout where it was.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use clap::Args;
+use doppel_filter::names::Variant;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::api::{ApiState, router};
+use super::{config, read_token};
+use crate::ingest::{ClusterRegistry, StoreConfig, WindowStore};
+use crate::rollout::store::Store;
+use crate::rollout::{Controller, Setup};
+use crate::xds::SnapshotCache;
+
+/// `doppel serve`'s arguments.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// The serve config (YAML): steering, nodes, services and their endpoints.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// The state file (redb); created if missing.
+    #[arg(long, default_value = "doppel.redb")]
+    pub store: PathBuf,
+    /// Where Envoy's ADS streams connect.
+    #[arg(long, default_value = "127.0.0.1:18000")]
+    pub xds: SocketAddr,
+    /// Where Envoy's MetricsService streams connect.
+    #[arg(long, default_value = "127.0.0.1:18001")]
+    pub metrics: SocketAddr,
+    /// Where the HTTP API listens (loopback by default).
+    #[arg(long, default_value = "127.0.0.1:8700")]
+    pub api: SocketAddr,
+    /// A file holding the API's bearer token (else the DOPPEL_API_TOKEN environment variable).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Writes the bound addresses here as JSON once serving (useful with port 0).
+    #[arg(long)]
+    pub ready_file: Option<PathBuf>,
+}
+
+/// Runs `doppel serve`; the process's exit code.
+pub fn main(args: ServeArgs) -> ExitCode {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("doppel: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("doppel serve: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn registry(setup: &Setup) -> ClusterRegistry {
+    let mut registry = ClusterRegistry::new();
+    for (name, service) in &setup.services {
+        registry.insert(&service.policy.primary.cluster, name, Variant::Primary);
+        registry.insert(&service.policy.shadow_cluster, name, Variant::Shadow);
+    }
+    registry
+}
+
+async fn bind(address: SocketAddr, what: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|e| format!("binding the {what} on {address}: {e}"))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn serve(args: ServeArgs) -> Result<(), String> {
+    let token = read_token(args.token_file.as_deref())?;
+    if token.is_none() {
+        tracing::warn!("no API token configured: state-changing API requests are refused");
+    }
+    let setup = config::load(&args.config)?;
+    let store = Store::open(&args.store).map_err(|e| e.to_string())?;
+    let cache = Arc::new(SnapshotCache::new());
+    let windows = Arc::new(WindowStore::new(StoreConfig::default(), registry(&setup)));
+    let controller =
+        Controller::open(setup, store, Arc::clone(&cache)).map_err(|e| e.to_string())?;
+
+    let xds = bind(args.xds, "xDS server").await?;
+    let metrics = bind(args.metrics, "metrics server").await?;
+    let api = bind(args.api, "API").await?;
+    let addresses = json!({
+        "xds": xds.local_addr().map_err(|e| e.to_string())?.to_string(),
+        "metrics": metrics.local_addr().map_err(|e| e.to_string())?.to_string(),
+        "api": api.local_addr().map_err(|e| e.to_string())?.to_string(),
+    });
+
+    let (stop, stopped) = watch::channel(false);
+    let until_stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let xds_task = tokio::spawn(crate::xds::serve(
+        xds,
+        cache,
+        until_stopped(stopped.clone()),
+    ));
+    let metrics_task = tokio::spawn(crate::ingest::serve(
+        metrics,
+        windows,
+        until_stopped(stopped.clone()),
+    ));
+    let state = Arc::new(ApiState {
+        controller: Mutex::new(controller),
+        token,
+    });
+    let api_task = tokio::spawn(
+        axum::serve(api, router(state))
+            .with_graceful_shutdown(until_stopped(stopped.clone()))
+            .into_future(),
+    );
+    tracing::info!(%addresses, "doppel serving");
+    if let Some(path) = &args.ready_file {
+        std::fs::write(path, addresses.to_string())
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop.send(true);
+    let (a, b, c) = tokio::join!(xds_task, metrics_task, api_task);
+    a.map_err(|e| e.to_string())?
+        .map_err(|e| format!("xds server: {e}"))?;
+    b.map_err(|e| e.to_string())?
+        .map_err(|e| format!("metrics server: {e}"))?;
+    c.map_err(|e| e.to_string())?
+        .map_err(|e| format!("API: {e}"))?;
+    Ok(())
+}

@@ -1,0 +1,121 @@
+//! A node's snapshot from its inputs: the traffic state of each service plus the topology
+//! (listener address, endpoints per cluster, filter kind). The inputs are what the store keeps,
+//! so the same inputs and version rebuild the same snapshot after a restart.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::RolloutError;
+use super::filter_config::FilterKind;
+use super::traffic::{Steering, TrafficState};
+use crate::xds::Snapshot;
+use crate::xds::build::{ecds_filter, eds_cluster, endpoints, http_listener, variant_route};
+
+/// Route weights are integers out of this total, so a share of 0.01% still shows.
+pub const WEIGHT_TOTAL: u32 = 10_000;
+
+/// Connect timeout of the clusters doppel serves.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Everything one node's snapshot is built from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeInputs {
+    /// Full ADS or filter-only.
+    pub steering: Steering,
+    /// How the filter config is packed.
+    pub filter: FilterKind,
+    /// One entry per service the node serves, in service order.
+    pub services: Vec<ServiceInputs>,
+}
+
+/// One service's part of a node's snapshot.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServiceInputs {
+    /// What the rollout wants.
+    pub state: TrafficState,
+    /// The filter's JSON config for that state.
+    pub filter_config: Value,
+    /// The header the filter marks shadowed requests with.
+    pub variant_header: String,
+    /// Where the service's listener binds (full ADS).
+    pub listener: Option<SocketAddr>,
+    /// Endpoints of each cluster (full ADS).
+    pub endpoints: BTreeMap<String, Vec<SocketAddr>>,
+}
+
+/// The ECDS resource (and HTTP filter) name of `service`'s filter.
+pub fn filter_name(service: &str) -> String {
+    format!("doppel.{service}")
+}
+
+/// `(primary units, shadow units)` out of [`WEIGHT_TOTAL`] for a shadow share in percent.
+pub fn route_units(shadow_percent: f64) -> (u32, u32) {
+    let clamped = shadow_percent.clamp(0.0, 100.0);
+    // In [0, 10000] after the clamp: the cast cannot truncate.
+    let shadow = (clamped * f64::from(WEIGHT_TOTAL) / 100.0).round() as u32;
+    (WEIGHT_TOTAL - shadow, shadow)
+}
+
+/// Builds `inputs`' snapshot under `version`.
+pub fn render(inputs: &NodeInputs, version: u64) -> Result<Snapshot, RolloutError> {
+    let mut builder = Snapshot::builder(version);
+    for service in &inputs.services {
+        let name = filter_name(&service.state.service);
+        if let Some(config) = inputs.filter.extension(&name, &service.filter_config) {
+            builder = builder.extension_config(&config);
+        }
+        if inputs.steering == Steering::FilterOnly {
+            continue;
+        }
+        let state = &service.state;
+        let listener = service.listener.ok_or_else(|| RolloutError::Topology {
+            service: state.service.clone(),
+            problem: "full ADS needs a listener address".to_owned(),
+        })?;
+        let mut clusters = vec![state.primary_cluster.as_str()];
+        if state.shadow_cluster != state.primary_cluster {
+            clusters.push(&state.shadow_cluster);
+        }
+        for cluster in clusters {
+            let hosts = service
+                .endpoints
+                .get(cluster)
+                .filter(|hosts| !hosts.is_empty())
+                .ok_or_else(|| RolloutError::Topology {
+                    service: state.service.clone(),
+                    problem: format!("no endpoints for cluster `{cluster}`"),
+                })?;
+            builder = builder
+                .cluster(&eds_cluster(cluster, CONNECT_TIMEOUT))
+                .endpoints(&endpoints(cluster, hosts));
+        }
+        let filters = match inputs.filter.type_url() {
+            Some(url) => vec![ecds_filter(&name, &[&url])],
+            None => Vec::new(),
+        };
+        let (primary, shadow) = route_units(state.route_weight);
+        builder = builder
+            .listener(&http_listener(
+                &state.service,
+                listener,
+                &state.service,
+                filters,
+            ))
+            .route(&variant_route(
+                &state.service,
+                &service.variant_header,
+                &state.shadow_cluster,
+                &[
+                    (state.primary_cluster.as_str(), primary),
+                    (state.shadow_cluster.as_str(), shadow),
+                ],
+            ));
+    }
+    let snapshot = builder.build()?;
+    snapshot.check()?;
+    Ok(snapshot)
+}

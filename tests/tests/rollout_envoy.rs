@@ -1,0 +1,401 @@
+//! Rollout control end to end: the real `doppel serve` process, the real Envoy over ADS, and
+//! two counting HTTP upstreams. Analysis outcomes are posted to the engine's API (the analysis
+//! loop of the engine branch feeds the same input in-process after the merge).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use doppel_tests::rollout_support::{
+    Engine, eventually, filter_only_bootstrap, free_port, policy_yaml,
+};
+use doppel_tests::xds_support::{
+    AdsMode, Envoy, Upstream, XDS_WAIT, http_get, render_ads_bootstrap,
+};
+use serde_json::{Value, json};
+
+const NODE: &str = "rollout-envoy";
+const REQUESTS: u64 = 200;
+
+fn write_full_ads(dir: &Path, primary: SocketAddr, shadow: SocketAddr, filter: &str) {
+    std::fs::write(
+        dir.join("policy.yaml"),
+        policy_yaml(&[(10.0, "200ms"), (50.0, "200ms"), (90.0, "200ms")]),
+    )
+    .expect("policy file");
+    let config = format!(
+        "steering: full_ads\nfilter: {filter}\nnodes: [{NODE}]\nservices:\n  - policy: policy.yaml\n    listener: 127.0.0.1:0\n    endpoints:\n      checkout-v1: [\"{primary}\"]\n      checkout-v2: [\"{shadow}\"]\n"
+    );
+    std::fs::write(dir.join("serve.yaml"), config).expect("serve config");
+}
+
+/// The (checkout-v1, checkout-v2) weights in Envoy's config dump, once both are there.
+async fn weights(envoy: &Envoy) -> Option<(u64, u64)> {
+    let all = envoy.route_weights().await.ok()?;
+    let of = |name: &str| all.iter().find(|(n, _)| n == name).map(|(_, w)| *w);
+    Some((of("checkout-v1")?, of("checkout-v2")?))
+}
+
+async fn wait_weights(envoy: &Envoy, want: (u64, u64)) {
+    eventually(XDS_WAIT, &format!("route weights {want:?}"), || async {
+        (weights(envoy).await == Some(want)).then_some(())
+    })
+    .await;
+}
+
+/// Sends `REQUESTS` requests through Envoy's `checkout` listener; all must succeed. Returns
+/// how many each upstream served.
+async fn drive(envoy: &Envoy, primary: &Upstream, shadow: &Upstream) -> (u64, u64) {
+    let address = envoy
+        .listener_address("checkout")
+        .await
+        .expect("listener bound");
+    let (p0, s0) = (primary.hits(), shadow.hits());
+    for _ in 0..REQUESTS {
+        let reply = http_get(address, "/").await.expect("request through envoy");
+        assert_eq!(reply.status, 200, "{reply:?}");
+    }
+    (primary.hits() - p0, shadow.hits() - s0)
+}
+
+fn phase(status: &Value) -> (String, Option<u64>) {
+    (
+        status["rollout"]["phase"]["phase"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned(),
+        status["step"].as_u64(),
+    )
+}
+
+async fn pass(engine: &Engine) -> Value {
+    // Each step holds 200 ms: wait it out, then report a passing analysis.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    engine
+        .event("checkout", &json!({ "at_ms": 0, "verdict": "pass" }))
+        .await
+        .expect("analysis event accepted")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_healthy_shadow_is_promoted_through_every_step() {
+    let primary = Upstream::start("primary").await.expect("primary upstream");
+    let shadow = Upstream::start("shadow").await.expect("shadow upstream");
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_full_ads(
+        dir.path(),
+        primary.address,
+        shadow.address,
+        "{ kind: none }",
+    );
+    let xds_port = free_port();
+    let engine = Engine::start(
+        dir.path(),
+        &dir.path().join("serve.yaml"),
+        &dir.path().join("state.redb"),
+        xds_port,
+    )
+    .expect("doppel serve");
+    let bootstrap = render_ads_bootstrap(xds_port, AdsMode::Sotw).expect("bootstrap");
+    let envoy = Envoy::start(&bootstrap, NODE).await.expect("envoy");
+
+    // Pending: everything on the primary.
+    wait_weights(&envoy, (10_000, 0)).await;
+    assert_eq!(drive(&envoy, &primary, &shadow).await, (REQUESTS, 0));
+
+    let out = engine.cli(&["start", "checkout", "--version", "v2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (step, shadow_units) in [(1, 1_000u64), (2, 5_000), (3, 9_000)] {
+        assert_eq!(
+            phase(&engine.status("checkout")),
+            ("shadowing".into(), Some(step))
+        );
+        wait_weights(&envoy, (10_000 - shadow_units, shadow_units)).await;
+        let (to_primary, to_shadow) = drive(&envoy, &primary, &shadow).await;
+        // Binomial(200, w): far outside these bounds is a wrong weight, not bad luck.
+        let expected = REQUESTS * shadow_units / 10_000;
+        assert!(
+            to_shadow.abs_diff(expected) <= 40 && to_primary + to_shadow == REQUESTS,
+            "step {step}: shadow got {to_shadow} of {REQUESTS}, expected about {expected}"
+        );
+        pass(&engine).await;
+    }
+    wait_weights(&envoy, (0, 10_000)).await;
+    assert_eq!(drive(&envoy, &primary, &shadow).await, (0, REQUESTS));
+    let out = engine.cli(&["wait", "checkout", "--timeout", "10s"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let status = engine.status("checkout");
+    assert_eq!(phase(&status).0, "promoted");
+    let notes: Vec<&str> = status["decisions"]
+        .as_array()
+        .expect("decision log")
+        .iter()
+        .filter_map(|d| d["note"].as_str())
+        .collect();
+    assert_eq!(notes.len(), 4, "start and three passes: {notes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_engine_sigkill_mid_rollout_resumes_the_same_step() {
+    let primary = Upstream::start("primary").await.expect("primary upstream");
+    let shadow = Upstream::start("shadow").await.expect("shadow upstream");
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_full_ads(
+        dir.path(),
+        primary.address,
+        shadow.address,
+        "{ kind: none }",
+    );
+    let (config, store) = (dir.path().join("serve.yaml"), dir.path().join("state.redb"));
+    let xds_port = free_port();
+    let engine = Engine::start(dir.path(), &config, &store, xds_port).expect("doppel serve");
+    let bootstrap = render_ads_bootstrap(xds_port, AdsMode::Sotw).expect("bootstrap");
+    let envoy = Envoy::start(&bootstrap, NODE).await.expect("envoy");
+    wait_weights(&envoy, (10_000, 0)).await;
+
+    let out = engine.cli(&["start", "checkout", "--version", "v2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    pass(&engine).await;
+    wait_weights(&envoy, (5_000, 5_000)).await;
+    let before = engine.status("checkout");
+    assert_eq!(phase(&before), ("shadowing".into(), Some(2)));
+    let version = before["nodes"][0]["version"]
+        .as_u64()
+        .expect("node version");
+    let seq = before["decisions"].as_array().map_or(0, Vec::len);
+
+    engine.kill();
+    // Envoy keeps serving the last config with no engine at all.
+    let (to_primary, to_shadow) = drive(&envoy, &primary, &shadow).await;
+    assert!(to_primary > 0 && to_shadow > 0, "{to_primary}/{to_shadow}");
+    assert_eq!(weights(&envoy).await, Some((5_000, 5_000)));
+
+    let engine = Engine::start(dir.path(), &config, &store, xds_port).expect("restarted");
+    let after = eventually(
+        XDS_WAIT,
+        "envoy reconnected to the restarted engine",
+        || async {
+            let status = engine.status("checkout");
+            (status["nodes"][0]["streams"].as_u64() >= Some(1)).then_some(status)
+        },
+    )
+    .await;
+    assert_eq!(phase(&after), ("shadowing".into(), Some(2)), "same step");
+    assert_eq!(
+        after["nodes"][0]["version"].as_u64(),
+        Some(version),
+        "same snapshot version"
+    );
+    assert_eq!(
+        after["rollout"]["phase"], before["rollout"]["phase"],
+        "hold clock kept"
+    );
+    assert_eq!(after["decisions"].as_array().map_or(0, Vec::len), seq);
+    assert_eq!(
+        weights(&envoy).await,
+        Some((5_000, 5_000)),
+        "no weight reset"
+    );
+
+    // The next pass goes to step 3: step 2 is not repeated, none is skipped.
+    let answer = pass(&engine).await;
+    assert_eq!(answer["status"]["step"], 3);
+    wait_weights(&envoy, (1_000, 9_000)).await;
+    assert_eq!(
+        engine.status("checkout")["nodes"][0]["version"].as_u64(),
+        Some(version + 1)
+    );
+}
+
+/// The filter's config as the Lua stand-in echoes it on a response; `Null` while Envoy's
+/// listener still waits for its first filter config (it accepts no connection until then).
+async fn served_filter_config(listener: SocketAddr) -> Value {
+    let Ok(reply) = http_get(listener, "/").await else {
+        return Value::Null;
+    };
+    assert_eq!(reply.status, 200, "{reply:?}");
+    reply
+        .header(doppel_engine::rollout::filter_config::STAND_IN_HEADER)
+        .and_then(|h| serde_json::from_str(h).ok())
+        .unwrap_or(Value::Null)
+}
+
+async fn wait_filter(listener: SocketAddr, mode: &str, percent: f64) {
+    eventually(
+        XDS_WAIT,
+        &format!("filter config {mode} {percent}%"),
+        || async {
+            let config = served_filter_config(listener).await;
+            (config["mode"] == mode && config["percent"].as_f64() == Some(percent)).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_filter_only_rollback_over_ecds_and_a_nack_is_reported() {
+    let primary = Upstream::start("primary").await.expect("primary upstream");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("policy.yaml"),
+        policy_yaml(&[(10.0, "1h"), (50.0, "1h")]),
+    )
+    .expect("policy");
+    let serve = |filter: &str| {
+        format!(
+            "steering: filter_only\nfilter: {filter}\nnodes: [{NODE}]\nservices:\n  - policy: policy.yaml\n"
+        )
+    };
+    let config = dir.path().join("serve.yaml");
+    std::fs::write(&config, serve("{ kind: lua_stand_in }")).expect("serve config");
+    let store = dir.path().join("state.redb");
+    let xds_port = free_port();
+    let engine = Engine::start(dir.path(), &config, &store, xds_port).expect("doppel serve");
+    let envoy = Envoy::start(&filter_only_bootstrap(xds_port, primary.address), NODE)
+        .await
+        .expect("envoy");
+    let listener = envoy
+        .listener_address("checkout")
+        .await
+        .expect("static listener");
+    wait_filter(listener, "off", 0.0).await;
+
+    let out = engine.cli(&["start", "checkout", "--version", "v2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_filter(listener, "split", 10.0).await;
+
+    let out = engine.cli(&["rollback", "checkout"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_filter(listener, "off", 0.0).await;
+    let out = engine.cli(&["wait", "checkout", "--timeout", "5s"]);
+    assert_eq!(out.status.code(), Some(2), "wait exits 2 for rolled back");
+    // Only ECDS moved: no listener, route or cluster came from doppel.
+    let dump = envoy.admin("/config_dump").await.expect("config dump");
+    assert!(
+        !dump.contains("checkout-v2"),
+        "no shadow cluster or route came from doppel"
+    );
+    assert!(
+        envoy.route_weights().await.expect("routes").is_empty(),
+        "routes stay static"
+    );
+    let status = engine.status("checkout");
+    assert_eq!(status["traffic"]["filter_percent"], 0.0);
+    assert_eq!(status["mirroring"], false);
+
+    // Restart with a filter Envoy cannot take (a Wasm config where the listener accepts only
+    // the stand-in's type): Envoy rejects it and keeps the last good config; status says so.
+    engine.kill();
+    std::fs::write(
+        &config,
+        serve("{ kind: wasm, path: /nonexistent/doppel.wasm }"),
+    )
+    .expect("serve config");
+    let engine = Engine::start(dir.path(), &config, &store, xds_port).expect("restarted");
+    let rejected = eventually(XDS_WAIT, "the NACK in rollout status", || async {
+        let status = engine.status("checkout");
+        let rejected = status["nodes"][0]["rejected"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        (!rejected.is_empty()).then_some(rejected)
+    })
+    .await;
+    assert_eq!(rejected[0]["kind"], "ecds");
+    let error = rejected[0]["error"].as_str().unwrap_or("");
+    assert!(
+        error.contains("type"),
+        "Envoy's reason names the type mismatch: {error}"
+    );
+    let out = engine.cli(&["status", "checkout"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("REJECTED ecds"), "{text}");
+    for _ in 0..5 {
+        let reply = http_get(listener, "/").await.expect("Envoy still serves");
+        assert_eq!(reply.status, 200, "{reply:?}");
+        let served = served_filter_config(listener).await;
+        assert_eq!(
+            (served["mode"].as_str(), served["percent"].as_f64()),
+            (Some("off"), Some(0.0))
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_rule_rollback_decision_takes_the_shadow_to_zero_in_one_push() {
+    let primary = Upstream::start("primary").await.expect("primary upstream");
+    let shadow = Upstream::start("shadow").await.expect("shadow upstream");
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_full_ads(
+        dir.path(),
+        primary.address,
+        shadow.address,
+        "{ kind: lua_stand_in }",
+    );
+    let xds_port = free_port();
+    let engine = Engine::start(
+        dir.path(),
+        &dir.path().join("serve.yaml"),
+        &dir.path().join("state.redb"),
+        xds_port,
+    )
+    .expect("doppel serve");
+    let bootstrap = render_ads_bootstrap(xds_port, AdsMode::Delta).expect("bootstrap");
+    let envoy = Envoy::start(&bootstrap, NODE).await.expect("envoy");
+    let out = engine.cli(&["start", "checkout", "--version", "v2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_weights(&envoy, (9_000, 1_000)).await;
+    let before = engine.status("checkout")["nodes"][0]["version"].as_u64();
+
+    // What the analysis loop sends when a rollback rule fires (its Decision as an event).
+    let answer = engine
+        .event(
+            "checkout",
+            &json!({ "at_ms": 0, "verdict": "fired", "rule": "errors", "action": "rollback" }),
+        )
+        .await
+        .expect("decision accepted");
+    assert_eq!(answer["status"]["rollout"]["phase"]["phase"], "rolled_back");
+    assert_eq!(answer["status"]["rollout"]["phase"]["reason"], "errors");
+    assert_eq!(
+        answer["status"]["nodes"][0]["version"].as_u64(),
+        before.map(|v| v + 1),
+        "weight and filter change in one snapshot"
+    );
+    wait_weights(&envoy, (10_000, 0)).await;
+    let address = envoy.listener_address("checkout").await.expect("listener");
+    wait_filter(address, "off", 0.0).await;
+    assert_eq!(drive(&envoy, &primary, &shadow).await, (REQUESTS, 0));
+    assert_eq!(
+        engine
+            .cli(&["wait", "checkout", "--timeout", "5s"])
+            .status
+            .code(),
+        Some(2)
+    );
+}
