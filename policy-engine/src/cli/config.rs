@@ -93,3 +93,44 @@ pub fn load(path: &Path) -> Result<Setup, String> {
         services,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: &str = "service: checkout\nprimary:\n  cluster: v1\nshadow:\n  cluster: v2\ntraffic:\n  mode: split\n  percent: 1\nanalysis:\n  interval: 10s\n  min_sample: 100\n  alpha: 0.01\nrules:\n  - name: errors\n    when: compare.errors.worse\n    action: rollback\n";
+
+    fn load_text(config: &str) -> Result<Setup, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        std::fs::write(dir.path().join("p.yaml"), POLICY).map_err(|e| e.to_string())?;
+        let path = dir.path().join("serve.yaml");
+        std::fs::write(&path, config).map_err(|e| e.to_string())?;
+        load(&path)
+    }
+
+    #[test]
+    fn rollout_serve_config_loads_and_names_its_problems() {
+        let setup = load_text(
+            "nodes: [e1]\nfilter: { kind: wasm, path: /f.wasm }\nservices:\n  - policy: p.yaml\n    listener: 127.0.0.1:0\n    endpoints: { v1: [\"127.0.0.1:1\"] }\n",
+        )
+        .expect("loads");
+        assert_eq!(setup.steering, Steering::FullAds);
+        assert_eq!(
+            setup.filter,
+            FilterKind::Wasm {
+                path: "/f.wasm".into()
+            }
+        );
+        assert_eq!(setup.services["checkout"].endpoints["v1"].len(), 1);
+
+        let no_listener = load_text("nodes: [e1]\nservices:\n  - policy: p.yaml\n").unwrap_err();
+        assert!(no_listener.contains("listener"), "{no_listener}");
+        let no_nodes = load_text("nodes: []\nservices: []\n").unwrap_err();
+        assert!(no_nodes.contains("nodes"), "{no_nodes}");
+        let unknown = load_text("nodes: [e1]\nservices: []\nsteer: x\n").unwrap_err();
+        assert!(unknown.contains("steer"), "{unknown}");
+        let only = load_text("steering: filter_only\nnodes: [e1]\nservices:\n  - policy: p.yaml\n")
+            .expect("filter-only needs no listener");
+        assert_eq!(only.steering, Steering::FilterOnly);
+    }
+}
