@@ -25,6 +25,8 @@ use std::time::Duration;
 pub const PUBLISH_TICK_MS: u64 = 1000;
 /// The tick asked for while mirror copies wait to be dispatched, in milliseconds.
 pub const DISPATCH_TICK_MS: u64 = 1;
+/// The header Envoy's router adds to answers that came from an upstream.
+const UPSTREAM_TIME_HEADER: &str = "x-envoy-upstream-service-time";
 /// An entry whose sides did not both report within the copy timeout plus this is forgotten.
 const EXPIRE_SLACK_NS: u64 = 60_000_000_000;
 
@@ -208,6 +210,12 @@ impl Root {
             host::header(MapType::HttpCallResponseHeaders, ":status")
                 .and_then(|s| std::str::from_utf8(&s).ok()?.parse::<u16>().ok())
         };
+        // Envoy answers a failed callout (connection refused, reset, timeout) with its own 5xx;
+        // only an answer that went through the upstream carries x-envoy-upstream-service-time.
+        let status = status.filter(|s| {
+            *s < 500
+                || host::header(MapType::HttpCallResponseHeaders, UPSTREAM_TIME_HEADER).is_some()
+        });
         let report = status.map(|status| {
             let latency_us = host::now_ns().saturating_sub(sent_ns) / 1000;
             shared.metrics.latency(Variant::Shadow, latency_us);
