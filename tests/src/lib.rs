@@ -1,3 +1,10 @@
 //! doppel's test support: a proxy-wasm host on wasmtime and helpers that run a real Envoy.
 
 pub mod host;
+
+// Running a real Envoy end to end: processes, the demo upstream, bootstraps, load.
+pub mod envoy;
+pub mod envoy_config;
+pub mod load;
+pub mod procs;
+pub mod upstream;
