@@ -88,9 +88,8 @@ pub fn copy_headers(
     let mut out: Vec<(String, Vec<u8>)> = request
         .into_iter()
         .filter(|(k, _)| {
-            !DROPPED_ON_COPY.contains(&k.as_str())
-                && !control.contains(&k.as_str())
-                && !(authority.is_some() && k == ":authority")
+            let replaced = authority.is_some() && k == ":authority";
+            !(replaced || DROPPED_ON_COPY.contains(&k.as_str()) || control.contains(&k.as_str()))
         })
         .collect();
     if let Some(a) = authority {

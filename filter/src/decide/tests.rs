@@ -161,8 +161,8 @@ proptest! {
         let zero = Decider::new(&config(r#","sticky":{"header":"x-user"}"#, 0.0));
         let all = Decider::new(&config(r#","sticky":{"header":"x-user"}"#, 100.0));
         for _ in 0..100 {
-            prop_assert_eq!(zero.decide(&[key.clone()], &mut rng), Variant::Primary);
-            prop_assert_eq!(all.decide(&[key.clone()], &mut rng), Variant::Shadow);
+            prop_assert_eq!(zero.decide(std::slice::from_ref(&key), &mut rng), Variant::Primary);
+            prop_assert_eq!(all.decide(std::slice::from_ref(&key), &mut rng), Variant::Shadow);
         }
     }
 

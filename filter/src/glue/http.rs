@@ -243,10 +243,10 @@ impl HttpContext for Http {
             copy.pending = None;
             copy.reported = true;
             self.cancel_copy(key, Counter::MirrorSkippedBody);
-        } else if end_of_stream || len == expect {
-            if let Some((job, _)) = copy.pending.take() {
-                self.enqueue(job);
-            }
+        } else if (end_of_stream || len == expect)
+            && let Some((job, _)) = copy.pending.take()
+        {
+            self.enqueue(job);
         }
         Action::Continue
     }
