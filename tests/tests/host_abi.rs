@@ -165,17 +165,17 @@ fn host_fails_the_vm_on_a_trap_and_keeps_it_failed() -> anyhow::Result<()> {
 
 #[test]
 fn host_refuses_imports_it_does_not_implement_naming_them() {
-    let grpc = r#"(module
-        (import "env" "proxy_grpc_call" (func (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+    let unknown = r#"(module
+        (import "env" "proxy_resolve_dns" (func (param i32 i32 i32) (result i32)))
         (import "wasi_snapshot_preview1" "path_open" (func (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
         (memory (export "memory") 1)
         (func (export "proxy_abi_version_0_2_1"))
         (func (export "malloc") (param i32) (result i32) (i32.const 0)))"#;
-    let error = Host::from_wat(grpc)
+    let error = Host::from_wat(unknown)
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
-    assert!(error.contains("env::proxy_grpc_call"), "{error}");
+    assert!(error.contains("env::proxy_resolve_dns"), "{error}");
     assert!(
         error.contains("wasi_snapshot_preview1::path_open"),
         "{error}"

@@ -313,6 +313,67 @@ pub(crate) fn register(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "proxy_call_foreign_function",
         |_: C<'_>, _: u32, _: u32, _: u32, _: u32, _: u32, _: u32| Status::NotFound as u32,
     )?;
+    register_grpc(linker)
+}
+
+/// The gRPC hostcalls. The Rust SDK links them whether or not a filter uses gRPC, so they must
+/// resolve; this host does not implement gRPC callouts, so calling one traps, naming it.
+fn register_grpc(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    fn refuse(name: &str) -> wasmtime::Error {
+        wasmtime::format_err!(
+            "the test host does not implement gRPC callouts: the filter called {name}"
+        )
+    }
+    linker.func_wrap(
+        "env",
+        "proxy_grpc_call",
+        |_: C<'_>,
+         _: u32,
+         _: u32,
+         _: u32,
+         _: u32,
+         _: u32,
+         _: u32,
+         _: u32,
+         _: u32,
+         _: u32,
+         _: u32,
+         _: u32,
+         _: u32|
+         -> wasmtime::Result<u32> { Err(refuse("proxy_grpc_call")) },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_grpc_stream",
+        |_: C<'_>,
+         _: u32,
+         _: u32,
+         _: u32,
+         _: u32,
+         _: u32,
+         _: u32,
+         _: u32,
+         _: u32,
+         _: u32|
+         -> wasmtime::Result<u32> { Err(refuse("proxy_grpc_stream")) },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_grpc_send",
+        |_: C<'_>, _: u32, _: u32, _: u32, _: u32| -> wasmtime::Result<u32> {
+            Err(refuse("proxy_grpc_send"))
+        },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_grpc_cancel",
+        |_: C<'_>, _: u32| -> wasmtime::Result<u32> { Err(refuse("proxy_grpc_cancel")) },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_grpc_close",
+        |_: C<'_>, _: u32| -> wasmtime::Result<u32> { Err(refuse("proxy_grpc_close")) },
+    )?;
     Ok(())
 }
 
@@ -333,4 +394,9 @@ pub(crate) const PROVIDES: &[&str] = &[
     "proxy_done",
     "proxy_get_status",
     "proxy_call_foreign_function",
+    "proxy_grpc_call",
+    "proxy_grpc_stream",
+    "proxy_grpc_send",
+    "proxy_grpc_cancel",
+    "proxy_grpc_close",
 ];

@@ -49,8 +49,7 @@ fn resolve(state: &mut HostState, path: &[String]) -> Option<Vec<u8>> {
         }
         ["response", "code_details"] => match &http.local_response {
             Some(local) => local.details.clone().into_bytes(),
-            None if http.response_headers.is_some() => b"via_upstream".to_vec(),
-            None => return None,
+            None => http.code_details.clone()?.into_bytes(),
         },
         ["response", "headers", name] => http.response_headers.as_ref()?.get(name)?.to_vec(),
         ["xds", "cluster_name"] | ["cluster_name"] => routes

@@ -287,6 +287,21 @@ impl Host {
         Ok(())
     }
 
+    /// Stops the VM as Envoy does: `proxy_on_done` then `proxy_on_delete` on the root context
+    /// (the filter publishes what it has not yet published). Returns `on_done`'s answer.
+    pub fn shutdown(&mut self) -> Result<bool> {
+        let root = self.root_id();
+        let done = match self.exports.on_done.clone() {
+            Some(f) => self.enter(root, |s| f.call(s, root))? != 0,
+            None => true,
+        };
+        if let Some(f) = self.exports.on_delete.clone() {
+            self.enter(root, |s| f.call(s, root))?;
+        }
+        self.store.data_mut().root_alive = false;
+        Ok(done)
+    }
+
     /// The tick period the filter asked for, if any.
     pub fn tick_period(&self) -> Option<Duration> {
         match self.store.data().tick_period_ms {
@@ -295,30 +310,44 @@ impl Host {
         }
     }
 
-    /// Moves the virtual clock forward: ticks fire once per elapsed period, and callouts whose
-    /// timeout has passed fail (delivered with no headers, as Envoy does on a timeout).
+    /// Moves the virtual clock forward, stopping at each event on the way: a tick fires once per
+    /// elapsed period (the period the filter asks for at that moment), and a callout whose
+    /// timeout passes gets Envoy's answer to a timeout (see [`Host::time_out`]).
     pub fn advance(&mut self, by: Duration) -> Result<()> {
-        self.store.data().clock.advance(by);
-        let now = self.now_ns();
-        if let Some(period) = self.tick_period() {
-            let period = period.as_nanos() as u64;
-            while self.last_tick_ns + period <= now {
-                self.last_tick_ns += period;
-                self.tick()?;
+        let target = self.now_ns() + by.as_nanos() as u64;
+        loop {
+            let next_tick = self
+                .tick_period()
+                .map(|p| self.last_tick_ns + p.as_nanos() as u64);
+            let next_timeout = self
+                .store
+                .data()
+                .pending_calls
+                .values()
+                .filter(|c| c.timeout_ms > 0)
+                .map(|c| (c.at_ns + u64::from(c.timeout_ms) * 1_000_000, c.token))
+                .min();
+            let tick_first = match (next_tick, next_timeout) {
+                (Some(t), Some((d, _))) => t <= d,
+                (Some(_), None) => true,
+                _ => false,
+            };
+            match (next_tick, next_timeout) {
+                (Some(t), _) if tick_first && t <= target => {
+                    self.store.data().clock.set(t.max(self.now_ns()));
+                    self.last_tick_ns = t;
+                    self.tick()?;
+                }
+                (_, Some((deadline, token))) if deadline <= target => {
+                    self.store.data().clock.set(deadline.max(self.now_ns()));
+                    self.time_out(token)?;
+                }
+                _ => break,
             }
-        } else {
-            self.last_tick_ns = now;
         }
-        let expired: Vec<u32> = self
-            .store
-            .data()
-            .pending_calls
-            .values()
-            .filter(|c| c.timeout_ms > 0 && c.at_ns + u64::from(c.timeout_ms) * 1_000_000 <= now)
-            .map(|c| c.token)
-            .collect();
-        for token in expired {
-            self.fail_callout(token)?;
+        self.store.data().clock.set(target);
+        if self.tick_period().is_none() {
+            self.last_tick_ns = target;
         }
         Ok(())
     }
@@ -338,7 +367,8 @@ impl Host {
         self.store.data().pending_calls.values().cloned().collect()
     }
 
-    /// Answers callout `token` with a status, headers and body.
+    /// The upstream answers callout `token` with a status, headers and body; like Envoy's router,
+    /// the host adds `x-envoy-upstream-service-time`.
     pub fn answer(
         &mut self,
         token: u32,
@@ -346,22 +376,45 @@ impl Host {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<()> {
+        let sent = self
+            .store
+            .data()
+            .pending_calls
+            .get(&token)
+            .map_or(0, |c| c.at_ns);
+        let elapsed_ms = (self.now_ns().saturating_sub(sent) / 1_000_000).to_string();
         let mut map = HeaderMap::new();
         map.set(":status", status.to_string().as_bytes());
         for (k, v) in headers {
             map.add(k, v.as_bytes());
         }
-        self.deliver(
-            token,
-            Some(CallResponse {
-                headers: map,
-                body: body.to_vec(),
-                trailers: HeaderMap::new(),
-            }),
-        )
+        map.add("x-envoy-upstream-service-time", elapsed_ms.as_bytes());
+        let response = CallResponse {
+            headers: map,
+            body: body.to_vec(),
+            trailers: HeaderMap::new(),
+        };
+        self.deliver(token, Some(response))
     }
 
-    /// Fails callout `token` (reset or timeout): the filter hears of it with no headers and no body.
+    /// Callout `token` times out: Envoy's router answers it itself with a 504 and the body
+    /// `upstream request timeout` (no `x-envoy-upstream-service-time`).
+    pub fn time_out(&mut self, token: u32) -> Result<()> {
+        let body = b"upstream request timeout".to_vec();
+        let mut map = HeaderMap::new();
+        map.set(":status", b"504");
+        map.add("content-length", body.len().to_string().as_bytes());
+        map.add("content-type", b"text/plain");
+        let response = CallResponse {
+            headers: map,
+            body,
+            trailers: HeaderMap::new(),
+        };
+        self.deliver(token, Some(response))
+    }
+
+    /// Callout `token` fails without an answer (a reset): Envoy calls the filter with no
+    /// headers, no body and no trailers.
     pub fn fail_callout(&mut self, token: u32) -> Result<()> {
         self.deliver(token, None)
     }

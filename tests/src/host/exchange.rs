@@ -225,11 +225,62 @@ impl<'h> Exchange<'h> {
             .response_body(body, true)
     }
 
-    /// The upstream's response headers (`proxy_on_response_headers`).
+    /// The upstream's response headers (`proxy_on_response_headers`). Like Envoy's router, the
+    /// host adds `x-envoy-upstream-service-time` and sets `response.code_details` to `via_upstream`.
     pub fn response(
-        mut self,
+        self,
         status: u16,
         headers: &[(&str, &str)],
+        end_of_stream: bool,
+    ) -> Result<Self> {
+        let start = self
+            .host
+            .store
+            .data()
+            .http
+            .get(&self.id)
+            .map_or(0, |c| c.started_ns);
+        let elapsed_ms = (self.host.now_ns().saturating_sub(start) / 1_000_000).to_string();
+        let mut map = header_map(headers);
+        map.add("x-envoy-upstream-service-time", elapsed_ms.as_bytes());
+        self.answer(status, map, "via_upstream", end_of_stream)
+    }
+
+    /// Envoy's router answers itself because the upstream reset the stream before answering
+    /// (503, `upstream_reset_before_response_started{connection_termination}`).
+    pub fn upstream_reset(self) -> Result<Self> {
+        let body: &[u8] = b"upstream connect error or disconnect/reset before headers. reset reason: connection termination";
+        let details = "upstream_reset_before_response_started{connection_termination}";
+        self.router_reply(503, details, body)
+    }
+
+    /// Envoy's router answers itself because the upstream did not answer in time (504,
+    /// `upstream_response_timeout`).
+    pub fn upstream_timeout(self) -> Result<Self> {
+        self.router_reply(
+            504,
+            "upstream_response_timeout",
+            b"upstream request timeout",
+        )
+    }
+
+    /// A local reply of Envoy's router (no upstream answer): `status`, `details`, a text body.
+    pub fn router_reply(self, status: u16, details: &str, body: &[u8]) -> Result<Self> {
+        let length = body.len().to_string();
+        let map = header_map(&[("content-length", &length), ("content-type", "text/plain")]);
+        let exchange = self.answer(status, map, details, body.is_empty())?;
+        if body.is_empty() {
+            Ok(exchange)
+        } else {
+            exchange.response_body(body, true)
+        }
+    }
+
+    fn answer(
+        mut self,
+        status: u16,
+        headers: HeaderMap,
+        details: &str,
         end_of_stream: bool,
     ) -> Result<Self> {
         let ctx = self.ctx()?;
@@ -241,9 +292,10 @@ impl<'h> Exchange<'h> {
         }
         let mut map = HeaderMap::new();
         map.set(":status", status.to_string().as_bytes());
-        for (k, v) in headers {
-            map.add(k, v.as_bytes());
+        for (k, v) in headers.iter() {
+            map.add(k, v);
         }
+        ctx.code_details = Some(details.to_string());
         let count = map.len() as u32;
         ctx.response_headers = Some(map);
         let id = self.id;

@@ -51,21 +51,18 @@ pub(crate) fn compile_file(path: &Path) -> Result<Module> {
         OnceLock::new();
     let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
     let key = (path.to_path_buf(), meta.len(), meta.modified().ok());
-    let cache = CACHE.get_or_init(Default::default);
-    if let Some(module) = cache
+    // Held while compiling, so parallel tests of one binary compile the module once.
+    let mut cache = CACHE
+        .get_or_init(Default::default)
         .lock()
-        .map_err(|_| anyhow::anyhow!("module cache poisoned"))?
-        .get(&key)
-    {
+        .map_err(|_| anyhow::anyhow!("module cache poisoned"))?;
+    if let Some(module) = cache.get(&key) {
         return Ok(module.clone());
     }
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let module = Module::new(engine(), &bytes)
         .map_err(|e| anyhow::anyhow!("compiling {}: {e:?}", path.display()))?;
-    cache
-        .lock()
-        .map_err(|_| anyhow::anyhow!("module cache poisoned"))?
-        .insert(key, module.clone());
+    cache.insert(key, module.clone());
     Ok(module)
 }
 

@@ -48,7 +48,8 @@
 //!   the call and drops it if that context is gone, exactly as under Envoy.
 //! - **Shared data** with CAS, **shared queues** (`proxy_on_queue_ready` runs right after the
 //!   callback that enqueued), `set_effective_context`, `send_local_response`, `continue_stream`,
-//!   `close_stream`. Not implemented (loading fails if imported): gRPC calls and streams.
+//!   `close_stream`. Not implemented: gRPC calls and streams (the SDK links them, so they
+//!   resolve, but calling one traps naming it). Any other unknown import fails loading.
 //! - **Failures**: a trap (a Rust panic aborts) fails the VM for good, like Envoy; the error and
 //!   [`Host::failure`] carry the guest's stderr (the panic message). stdout and stderr become
 //!   logs at info and error level. Set `DOPPEL_HOST_LOG=1` to echo logs to stderr.

@@ -30,9 +30,9 @@ impl Clock {
         self.0.load(Ordering::SeqCst)
     }
 
-    /// Moves the clock forward.
-    pub fn advance(&self, by: std::time::Duration) {
-        self.0.fetch_add(by.as_nanos() as u64, Ordering::SeqCst);
+    /// Sets the clock (never backwards).
+    pub fn set(&self, ns: u64) {
+        self.0.fetch_max(ns, Ordering::SeqCst);
     }
 }
 
@@ -175,6 +175,8 @@ pub(crate) struct HttpCtx {
     pub(crate) request_paused: bool,
     pub(crate) response_paused: bool,
     pub(crate) local_response: Option<LocalResponse>,
+    /// `response.code_details`: `via_upstream`, or why Envoy's router answered itself.
+    pub(crate) code_details: Option<String>,
     pub(crate) closed: Vec<u32>,
     pub(crate) filter_state: BTreeMap<String, Vec<u8>>,
 }
