@@ -149,7 +149,7 @@ pub fn write_ecds_resource(ecds_dir: &Path, version: &str, filter_config: &Value
     let text = render_file(
         "ecds/doppel.yaml",
         &[
-            ("version", quoted(version)),
+            ("version", version.to_string()),
             ("wasm_path", quoted(&filter_wasm().to_string_lossy())),
             ("filter_config", filter_config_value(filter_config)),
         ],

@@ -5,6 +5,7 @@ pub mod host;
 // Running a real Envoy end to end: processes, the demo upstream, bootstraps, load.
 pub mod envoy;
 pub mod envoy_config;
+pub mod envoy_stack;
 pub mod load;
 pub mod procs;
 pub mod upstream;

@@ -30,15 +30,33 @@ pub fn target_dir() -> PathBuf {
 }
 
 /// Runs `cargo build` with `args` in the workspace, once per test process for each distinct
-/// `args`, so the tests never run against a stale build of a crate they exercise.
-fn cargo_build(args: &'static [&'static str], cell: &'static OnceLock<Result<(), String>>) {
+/// `args`, unless `artifact` is newer than every file under `sources` (so a run right after
+/// `scripts/test` built everything does not queue for Cargo's lock behind other builds). Tests
+/// thus never run against a stale build of a crate they exercise.
+fn cargo_build(
+    args: &'static [&'static str],
+    artifact: &Path,
+    sources: &[&str],
+    cell: &'static OnceLock<Result<(), String>>,
+) {
     let outcome = cell.get_or_init(|| {
+        let root = workspace_root();
+        let built = std::fs::metadata(artifact).and_then(|m| m.modified()).ok();
+        let newest_source = sources
+            .iter()
+            .filter_map(|s| newest_mtime(&root.join(s)))
+            .max();
+        if let (Some(built), Some(source)) = (built, newest_source)
+            && built >= source
+        {
+            return Ok(());
+        }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
         let output = Command::new(&cargo)
             .arg("build")
             .arg("--quiet")
             .args(args)
-            .current_dir(workspace_root())
+            .current_dir(&root)
             .stdin(Stdio::null())
             .output()
             .map_err(|e| format!("running {cargo}: {e}"))?;
@@ -57,17 +75,39 @@ fn cargo_build(args: &'static [&'static str], cell: &'static OnceLock<Result<(),
     }
 }
 
-/// The demo upstream binary: `$DOPPEL_UPSTREAM_BIN`, else built now into the target directory.
+/// The newest modification time of `path` or of any file below it.
+fn newest_mtime(path: &Path) -> Option<std::time::SystemTime> {
+    let meta = std::fs::metadata(path).ok()?;
+    let own = meta.modified().ok();
+    if !meta.is_dir() {
+        return own;
+    }
+    let children = std::fs::read_dir(path).ok()?;
+    children
+        .filter_map(|e| e.ok())
+        .filter_map(|e| newest_mtime(&e.path()))
+        .chain(own)
+        .max()
+}
+
+/// The demo upstream binary: `$DOPPEL_UPSTREAM_BIN`, else built (if stale) into the target directory.
 pub fn demo_upstream_bin() -> PathBuf {
     if let Some(path) = std::env::var_os("DOPPEL_UPSTREAM_BIN") {
         return PathBuf::from(path);
     }
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
-    cargo_build(&["-p", "doppel-demo-upstream"], &BUILT);
-    target_dir().join("debug/doppel-demo-upstream")
+    let bin = target_dir().join("debug/doppel-demo-upstream");
+    cargo_build(
+        &["-p", "doppel-demo-upstream"],
+        &bin,
+        &["demo-upstream", "Cargo.toml", "Cargo.lock"],
+        &BUILT,
+    );
+    bin
 }
 
-/// The filter's `.wasm`: `$DOPPEL_WASM`, else built now (`--target wasm32-wasip1 --profile wasm`).
+/// The filter's `.wasm`: `$DOPPEL_WASM`, else built (if stale) with
+/// `--target wasm32-wasip1 --profile wasm`.
 pub fn filter_wasm() -> PathBuf {
     if let Some(path) = std::env::var_os("DOPPEL_WASM") {
         let path = PathBuf::from(path);
@@ -79,6 +119,7 @@ pub fn filter_wasm() -> PathBuf {
         return path;
     }
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    let wasm = target_dir().join("wasm32-wasip1/wasm/doppel_filter.wasm");
     cargo_build(
         &[
             "-p",
@@ -88,9 +129,11 @@ pub fn filter_wasm() -> PathBuf {
             "--profile",
             "wasm",
         ],
+        &wasm,
+        &["filter", "Cargo.toml", "Cargo.lock"],
         &BUILT,
     );
-    target_dir().join("wasm32-wasip1/wasm/doppel_filter.wasm")
+    wasm
 }
 
 /// The Envoy binary: `$ENVOY_BIN`, else `<workspace>/.tools/bin/envoy`. Panics with what to do
