@@ -89,6 +89,29 @@ fn is_false(b: &bool) -> bool {
 }
 
 impl FilterConfig {
+    /// A config with every optional field at its default (no matchers, no sticky key, default
+    /// header names, no custom metrics, untrusted control headers, no mirror section).
+    ///
+    /// ```
+    /// use doppel_filter::config::{FilterConfig, Mode, Percent, ServiceName};
+    /// let c = FilterConfig::new(ServiceName::new("cart").unwrap(), Mode::Split, Percent::new(1.0).unwrap());
+    /// assert_eq!(c.to_json(), r#"{"service":"cart","mode":"split","percent":1.0,"headers":{"variant":"x-doppel-variant","id":"x-doppel-id","mirror":"x-doppel-mirror"}}"#);
+    /// assert_eq!(FilterConfig::parse(c.to_json().as_bytes()), Ok(c));
+    /// ```
+    pub fn new(service: ServiceName, mode: Mode, percent: Percent) -> Self {
+        FilterConfig {
+            service,
+            mode,
+            percent,
+            matchers: Vec::new(),
+            sticky: None,
+            headers: HeaderNames::default(),
+            custom_metrics: Vec::new(),
+            trusted_control: false,
+            mirror: None,
+        }
+    }
+
     /// Parses and validates a config document; the error names the field and why.
     pub fn parse(bytes: &[u8]) -> Result<FilterConfig, ConfigError> {
         let mut de = serde_json::Deserializer::from_slice(bytes);
@@ -114,8 +137,9 @@ impl FilterConfig {
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    /// Checks that hold across fields.
-    fn validate(&self) -> Result<(), ConfigError> {
+    /// The checks that hold across fields (each field checks itself when built); run by
+    /// [`FilterConfig::parse`], and by the engine on a config it built in code.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.mode == Mode::Mirror && self.mirror.is_none() {
             return Err(ConfigError::new("mirror", "required when mode is mirror"));
         }
