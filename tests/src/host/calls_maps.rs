@@ -22,11 +22,11 @@ fn map_mut(state: &mut HostState, map: MapType) -> Option<&mut HeaderMap> {
 }
 
 /// A readable map: the writable ones, plus the answer of the callout being delivered.
-fn map_ref(state: &mut HostState, map: MapType) -> Option<HeaderMap> {
+fn map_ref(state: &mut HostState, map: MapType) -> Option<&HeaderMap> {
     match map {
-        MapType::CallResponseHeaders => state.call_response.as_ref().map(|r| r.headers.clone()),
-        MapType::CallResponseTrailers => state.call_response.as_ref().map(|r| r.trailers.clone()),
-        _ => map_mut(state, map).map(|m| m.clone()),
+        MapType::CallResponseHeaders => state.call_response.as_ref().map(|r| &r.headers),
+        MapType::CallResponseTrailers => state.call_response.as_ref().map(|r| &r.trailers),
+        _ => map_mut(state, map).map(|m| &*m),
     }
 }
 

@@ -23,15 +23,15 @@ fn int(value: i64) -> Vec<u8> {
 }
 
 /// Resolves a property for the active context, `None` when Envoy would answer `NotFound`.
-fn resolve(state: &mut HostState, path: &[String]) -> Option<Vec<u8>> {
+fn resolve(state: &HostState, path: &[String]) -> Option<Vec<u8>> {
     let path: Vec<&str> = path.iter().map(String::as_str).collect();
     match path.as_slice() {
         ["plugin_name"] | ["plugin_root_id"] => return Some(PLUGIN_NAME.as_bytes().to_vec()),
         ["plugin_vm_id"] => return Some(Vec::new()),
         _ => {}
     }
-    let routes = state.routes.clone();
-    let http = state.active_http()?;
+    let routes = &state.routes;
+    let http = state.http.get(&state.active())?;
     let header = |name: &str| http.request_headers.get(name).map(<[u8]>::to_vec);
     Some(match path.as_slice() {
         ["request", "time"] => int(http.started_ns as i64),
@@ -65,7 +65,7 @@ fn resolve(state: &mut HostState, path: &[String]) -> Option<Vec<u8>> {
 
 fn get_property(mut c: C<'_>, ptr: u32, len: u32, ptr_ptr: u32, size_ptr: u32) -> Outcome {
     let path = segments(&abi::read(&c, ptr, len)?);
-    let value = resolve(c.data_mut(), &path).ok_or(Status::NotFound)?;
+    let value = resolve(c.data(), &path).ok_or(Status::NotFound)?;
     abi::copy_out(&mut c, &value, ptr_ptr, size_ptr)
 }
 

@@ -27,9 +27,12 @@ fn current_time(mut c: C<'_>, ret: u32) -> Outcome {
     Ok(())
 }
 
-/// The tick timer belongs to the root context; Envoy keeps one period per root.
+/// The tick timer belongs to the root context; like Envoy's timer, setting a period re-arms it,
+/// so the next tick is one period from now.
 fn set_tick_period(mut c: C<'_>, period_ms: u32) -> Outcome {
-    c.data_mut().tick_period_ms = period_ms;
+    let state = c.data_mut();
+    state.tick_period_ms = period_ms;
+    state.tick_base_ns = state.clock.now_ns();
     Ok(())
 }
 

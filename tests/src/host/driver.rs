@@ -29,6 +29,9 @@ pub fn filter_path() -> PathBuf {
     target.join("wasm32-wasip1/wasm/doppel_filter.wasm")
 }
 
+/// `proxy_on_http_call_response(context, token, headers, body_size, trailers)`.
+type CallResponseFn = TypedFunc<(u32, u32, u32, u32, u32), ()>;
+
 /// The exported entry points, each optional: Envoy skips a callback the module does not export.
 struct Exports {
     on_context_create: Option<TypedFunc<(u32, u32), ()>>,
@@ -40,7 +43,7 @@ struct Exports {
     pub(crate) on_request_body: Option<TypedFunc<(u32, u32, u32), u32>>,
     pub(crate) on_response_headers: Option<TypedFunc<(u32, u32, u32), u32>>,
     pub(crate) on_response_body: Option<TypedFunc<(u32, u32, u32), u32>>,
-    on_http_call_response: Option<TypedFunc<(u32, u32, u32, u32, u32), ()>>,
+    on_http_call_response: Option<CallResponseFn>,
     on_done: Option<TypedFunc<u32, u32>>,
     on_log: Option<TypedFunc<u32, ()>>,
     on_delete: Option<TypedFunc<u32, ()>>,
@@ -88,7 +91,6 @@ pub struct Host {
     seen: (usize, usize),
     next_context: u32,
     failure: Option<String>,
-    last_tick_ns: u64,
 }
 
 impl Host {
@@ -141,7 +143,6 @@ impl Host {
         store.data_mut().memory = Some(memory);
         store.data_mut().alloc = Some(alloc);
         let exports = Exports::find(&instance, &mut store)?;
-        let now = store.data().clock.now_ns();
         let mut host = Host {
             store,
             exports,
@@ -150,7 +151,6 @@ impl Host {
             seen: (0, 0),
             next_context: 1,
             failure: None,
-            last_tick_ns: now,
         };
         // Envoy starts a reactor with `_initialize` (or a command's `_start`).
         for name in ["_initialize", "_start"] {
@@ -316,9 +316,8 @@ impl Host {
     pub fn advance(&mut self, by: Duration) -> Result<()> {
         let target = self.now_ns() + by.as_nanos() as u64;
         loop {
-            let next_tick = self
-                .tick_period()
-                .map(|p| self.last_tick_ns + p.as_nanos() as u64);
+            let base = self.store.data().tick_base_ns;
+            let next_tick = self.tick_period().map(|p| base + p.as_nanos() as u64);
             let next_timeout = self
                 .store
                 .data()
@@ -335,7 +334,7 @@ impl Host {
             match (next_tick, next_timeout) {
                 (Some(t), _) if tick_first && t <= target => {
                     self.store.data().clock.set(t.max(self.now_ns()));
-                    self.last_tick_ns = t;
+                    self.store.data_mut().tick_base_ns = t;
                     self.tick()?;
                 }
                 (_, Some((deadline, token))) if deadline <= target => {
@@ -346,9 +345,6 @@ impl Host {
             }
         }
         self.store.data().clock.set(target);
-        if self.tick_period().is_none() {
-            self.last_tick_ns = target;
-        }
         Ok(())
     }
 

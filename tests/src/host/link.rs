@@ -45,10 +45,12 @@ pub(crate) fn engine() -> &'static Engine {
     ENGINE.get_or_init(Engine::default)
 }
 
+/// A file by path, length and modification time: a rebuilt filter is compiled again.
+type FileKey = (PathBuf, u64, Option<std::time::SystemTime>);
+
 /// Compiles the module at `path`, once per file version for the whole test process.
 pub(crate) fn compile_file(path: &Path) -> Result<Module> {
-    static CACHE: OnceLock<Mutex<HashMap<(PathBuf, u64, Option<std::time::SystemTime>), Module>>> =
-        OnceLock::new();
+    static CACHE: OnceLock<Mutex<HashMap<FileKey, Module>>> = OnceLock::new();
     let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
     let key = (path.to_path_buf(), meta.len(), meta.modified().ok());
     // Held while compiling, so parallel tests of one binary compile the module once.

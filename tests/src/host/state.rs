@@ -257,6 +257,8 @@ pub struct HostState {
     pub(crate) queues: Vec<Queue>,
     pub(crate) ready_queues: VecDeque<(u32, u32)>,
     pub(crate) tick_period_ms: u32,
+    /// When the tick timer was last armed or fired; the next tick is one period later.
+    pub(crate) tick_base_ns: u64,
     pub(crate) clusters: BTreeSet<String>,
     pub(crate) routes: Routes,
 }
@@ -289,6 +291,7 @@ impl HostState {
             queues: Vec::new(),
             ready_queues: VecDeque::new(),
             tick_period_ms: 0,
+            tick_base_ns: 0,
             clusters: ["primary", "shadow"]
                 .into_iter()
                 .map(String::from)
