@@ -15,7 +15,7 @@ use serde_json::json;
 const ECDS: &str = "extension_config_discovery.http_filter.doppel.";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn envoy_refuses_to_start_with_an_invalid_filter_config() {
+async fn e2e_envoy_refuses_to_start_with_an_invalid_filter_config() {
     let dir = RunDir::new("config_refused_at_start").expect("run dir");
     let up = Upstreams {
         primary: 9,
@@ -41,7 +41,7 @@ fn versions(samples: &[Sample]) -> Vec<&str> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rejected_ecds_update_leaves_the_previous_config_in_force() {
+async fn e2e_a_rejected_ecds_update_leaves_the_previous_config_in_force() {
     let dir = RunDir::new("config_ecds").expect("run dir");
     let primary = DemoUpstream::start(&dir, "v1", &[]).expect("primary");
     let shadow = DemoUpstream::start(&dir, "v2", &[]).expect("shadow");

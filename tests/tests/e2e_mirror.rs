@@ -26,7 +26,7 @@ fn is_doppel_id(id: &str) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mirror_copies_only_allowed_methods_each_with_an_id_found_in_the_access_log() {
+async fn e2e_mirror_copies_only_allowed_methods_each_with_an_id_found_in_the_access_log() {
     let service = "mirrormix";
     let stack = Stack::start(StackSpec {
         test: "mirror_methods",
@@ -134,7 +134,7 @@ async fn mirror_copies_only_allowed_methods_each_with_an_id_found_in_the_access_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_shadow_answering_500_shows_in_mismatch_stats_and_an_identical_one_does_not() {
+async fn e2e_a_shadow_answering_500_shows_in_mismatch_stats_and_an_identical_one_does_not() {
     let service = "mismatch";
     let stack = Stack::start(StackSpec {
         test: "mirror_mismatch",

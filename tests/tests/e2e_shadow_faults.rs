@@ -184,16 +184,16 @@ async fn run(fault: ShadowFault) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shadow_down_never_harms_the_primary() {
+async fn e2e_shadow_down_never_harms_the_primary() {
     run(ShadowFault::Down).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shadow_hanging_ten_seconds_never_harms_the_primary() {
+async fn e2e_shadow_hanging_ten_seconds_never_harms_the_primary() {
     run(ShadowFault::Hang).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shadow_resetting_connections_never_harms_the_primary() {
+async fn e2e_shadow_resetting_connections_never_harms_the_primary() {
     run(ShadowFault::Reset).await;
 }

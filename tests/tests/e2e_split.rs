@@ -17,7 +17,7 @@ fn is_doppel_id(id: &str) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn split_at_one_percent_lands_within_four_sigma_and_tags_every_shadowed_request() {
+async fn e2e_split_at_one_percent_lands_within_four_sigma_and_tags_every_shadowed_request() {
     let service = "splitshare";
     let stack = Stack::start(StackSpec {
         test: "split_share",
@@ -129,7 +129,7 @@ async fn split_at_one_percent_lands_within_four_sigma_and_tags_every_shadowed_re
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sticky_users_stay_on_one_variant() {
+async fn e2e_sticky_users_stay_on_one_variant() {
     let stack = Stack::start(StackSpec {
         test: "split_sticky",
         template: "split.yaml",
@@ -181,7 +181,7 @@ async fn sticky_users_stay_on_one_variant() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_spoofed_variant_header_never_reaches_the_shadow() {
+async fn e2e_a_spoofed_variant_header_never_reaches_the_shadow() {
     let stack = Stack::start(StackSpec {
         test: "split_spoof",
         template: "split.yaml",

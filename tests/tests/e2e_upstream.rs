@@ -8,7 +8,7 @@ use doppel_tests::procs::RunDir;
 use doppel_tests::upstream::DemoUpstream;
 
 #[tokio::test]
-async fn upstream_logs_each_request_and_answers_with_its_label() {
+async fn e2e_upstream_logs_each_request_and_answers_with_its_label() {
     let dir = RunDir::new("upstream_logs").expect("run dir");
     let up = DemoUpstream::start(&dir, "v7", &[]).expect("upstream");
     let client = HttpClient::new();
@@ -47,7 +47,7 @@ async fn upstream_logs_each_request_and_answers_with_its_label() {
 }
 
 #[tokio::test]
-async fn upstream_faults_change_at_run_time() {
+async fn e2e_upstream_faults_change_at_run_time() {
     let dir = RunDir::new("upstream_faults").expect("run dir");
     let up = DemoUpstream::start(&dir, "v1", &["--latency-ms", "40"]).expect("upstream");
     let client = HttpClient::new();
