@@ -7,9 +7,29 @@
 //! per-variant stats that Envoy streams to the policy engine.
 //!
 //! Modules:
+//! - [`config`]: the config document, parsed and validated once; the engine builds it too.
+//! - [`decide`]: matchers, sticky keys and the share: primary or shadow, pure and deterministic.
+//! - [`ids`]: 128-bit request ids, unique across workers and restarts.
+//! - [`mirror`]: which requests may be copied, the copy's headers, and the comparison book.
+//! - [`timing`]: durations out of an upstream's `Server-Timing` header.
+//! - [`tally`]: counters kept in VM memory until the next publication.
 //! - [`names`]: the headers and metric names the filter writes; the engine parses the same names.
+//! - `glue` (wasm32 only): the proxy-wasm root and HTTP contexts, thin adapters over the above.
+//!
+//! Deliberate shortcuts, for speed: counters are published on the root context's tick rather
+//! than per request (Envoy's counters lag by at most a second); mirror copies are dispatched from
+//! the root context on a 1 ms tick, so their answers outlive the request that made them.
 //!
 //! The proxy-wasm glue is compiled only for `wasm32`; everything else is plain Rust that
 //! unit-tests natively, and the engine depends on this crate for the config it pushes.
 
+pub mod config;
+pub mod decide;
+pub mod ids;
+pub mod mirror;
 pub mod names;
+pub mod tally;
+pub mod timing;
+
+#[cfg(target_arch = "wasm32")]
+mod glue;

@@ -1,5 +1,16 @@
 //! doppel's test support: a proxy-wasm host on wasmtime and helpers that run a real Envoy.
 
+pub mod host;
+
+// Running a real Envoy end to end: processes, the demo upstream, bootstraps, load.
+pub mod envoy;
+pub mod envoy_config;
+pub mod envoy_stack;
+pub mod load;
+pub mod procs;
+pub mod upstream;
+
+// Smaller runners written beside the ones above for ingestion, xDS and rollout tests.
 pub mod ingest_support;
 pub mod rollout_support;
 pub mod xds_support;

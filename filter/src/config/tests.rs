@@ -1,0 +1,270 @@
+use super::*;
+use proptest::prelude::*;
+
+fn parse(text: &str) -> Result<FilterConfig, ConfigError> {
+    FilterConfig::parse(text.as_bytes())
+}
+
+fn refused(text: &str) -> String {
+    match parse(text) {
+        Ok(c) => panic!("accepted {text}: {c:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn the_documented_example_parses() {
+    let doc = r#"{
+      "service": "checkout", "mode": "mirror", "percent": 1.0,
+      "match": [
+        { "header": "x-geo", "equals": "de" },
+        { "header": "user-agent", "prefix": "Mozilla/" },
+        { "header": "x-geo", "one_of": ["de", "fr"] }
+      ],
+      "sticky": { "header": "x-user-id" },
+      "headers": { "variant": "x-doppel-variant", "id": "x-doppel-id", "mirror": "x-doppel-mirror" },
+      "custom_metrics": ["db", "cache"],
+      "mirror": { "cluster": "shadow", "authority": "shadow.internal",
+        "methods": ["GET", "HEAD", "OPTIONS"], "max_body_bytes": 0, "timeout_ms": 1000,
+        "max_in_flight": 64, "compare_body_bytes": 65536, "latency_tolerance_ms": 250 }
+    }"#;
+    let c = parse(doc).unwrap();
+    assert_eq!(c.service.as_str(), "checkout");
+    assert_eq!(c.mode, Mode::Mirror);
+    assert_eq!(c.matchers.len(), 3);
+    assert_eq!(c.matchers[1].test, MatchTest::Prefix("Mozilla/".into()));
+    assert_eq!(
+        c.sticky,
+        Some(Sticky::Header(HeaderName::new("x-user-id").unwrap()))
+    );
+    let m = c.mirror.unwrap();
+    assert_eq!(m.compare_body_bytes.get(), 65536);
+    assert_eq!(m.authority.unwrap().as_str(), "shadow.internal");
+}
+
+#[test]
+fn defaults_fill_in() {
+    let c =
+        parse(r#"{"service":"a","mode":"mirror","percent":5,"mirror":{"cluster":"s"}}"#).unwrap();
+    assert_eq!(c.headers, HeaderNames::default());
+    assert!(!c.trusted_control);
+    let m = c.mirror.unwrap();
+    assert_eq!(m, MirrorConfig::new(ClusterName::new("s").unwrap()));
+    let methods: Vec<&str> = m.methods.iter().map(Method::as_str).collect();
+    assert_eq!(methods, ["GET", "HEAD", "OPTIONS"]);
+    assert_eq!(m.timeout_ms.get(), 1000);
+    assert_eq!(m.max_in_flight.get(), 64);
+    assert_eq!(m.latency_tolerance_ms.get(), 250);
+}
+
+#[test]
+fn errors_name_the_field_and_why() {
+    let base = |extra: &str| format!(r#"{{"service":"cart","mode":"split","percent":1{extra}}}"#);
+    let cases = [
+        (
+            r#"{"service":"cart","mode":"split","percent":120}"#.to_string(),
+            "percent: 120 is outside [0, 100]",
+        ),
+        (
+            r#"{"service":"cart","mode":"split","percent":-0.5}"#.into(),
+            "percent: -0.5 is outside [0, 100]",
+        ),
+        (
+            r#"{"service":"","mode":"split","percent":1}"#.into(),
+            "service: must not be empty",
+        ),
+        (
+            r#"{"service":"Cart","mode":"split","percent":1}"#.into(),
+            "service: `Cart` contains 'C'; allowed: [a-z0-9_-]",
+        ),
+        (
+            r#"{"service":"cart","mode":"canary","percent":1}"#.into(),
+            "mode: unknown variant `canary`, expected one of `split`, `mirror`, `off`",
+        ),
+        (
+            r#"{"service":"cart","mode":"split","percent":"1"}"#.into(),
+            "percent: invalid type: string \"1\", expected f64",
+        ),
+        (
+            r#"{"service":"cart","mode":"split"}"#.into(),
+            "config: missing field `percent`",
+        ),
+        (
+            base(r#","colour":"red""#),
+            "colour: unknown field `colour`, expected one of `service`, `mode`, `percent`, `match`, `sticky`, `headers`, `custom_metrics`, `trusted_control`, `mirror`",
+        ),
+        (
+            base(r#","match":[{"header":"x-a","equals":"1","prefix":"2"}]"#),
+            "match[0]: needs exactly one of equals, prefix, one_of",
+        ),
+        (
+            base(r#","match":[{"header":"X-A","equals":"1"}]"#),
+            "match[0].header: `X-A` contains 'X'; allowed: lower-case header name characters",
+        ),
+        (
+            base(r#","match":[{"header":"x-a","one_of":[]}]"#),
+            "match[0]: one_of must not be empty",
+        ),
+        (
+            base(r#","sticky":{"cookie":""}"#),
+            "sticky.cookie: must not be empty",
+        ),
+        (
+            base(r#","headers":{"variant":"x-a","id":"x-a"}"#),
+            "headers.id: `x-a` is already used by headers.variant",
+        ),
+        (
+            base(r#","custom_metrics":["db","db"]"#),
+            "custom_metrics[1]: `db` is listed twice",
+        ),
+        (
+            base(r#","custom_metrics":["d.b"]"#),
+            "custom_metrics[0]: `d.b` contains '.'; allowed: [a-z0-9_]",
+        ),
+        (
+            r#"{"service":"cart","mode":"mirror","percent":1}"#.into(),
+            "mirror: required when mode is mirror",
+        ),
+        (
+            base(r#","mirror":{"cluster":"s","timeout_ms":0}"#),
+            "mirror.timeout_ms: 0 is outside [1, 60000]",
+        ),
+        (
+            base(r#","mirror":{"cluster":"s","max_in_flight":20000}"#),
+            "mirror.max_in_flight: 20000 is outside [1, 10000]",
+        ),
+        (
+            base(r#","mirror":{"cluster":""}"#),
+            "mirror.cluster: must not be empty",
+        ),
+        (
+            base(r#","mirror":{"cluster":"s","methods":["get"]}"#),
+            "mirror.methods[0]: `get` contains 'g'; allowed: [A-Z-]",
+        ),
+    ];
+    for (doc, want) in cases {
+        assert_eq!(refused(&doc), want, "for {doc}");
+    }
+}
+
+#[test]
+fn non_json_is_refused_as_a_whole() {
+    assert!(refused("service: cart").starts_with("config: "));
+    assert!(refused("").starts_with("config: "));
+    assert!(
+        refused(r#"{"service":"a","mode":"off","percent":1} trailing"#).starts_with("config: ")
+    );
+}
+
+#[test]
+fn control_headers_are_recognised() {
+    let c =
+        parse(r#"{"service":"a","mode":"off","percent":0,"headers":{"id":"x-trace-id"}}"#).unwrap();
+    assert!(c.is_control_header("x-doppel-variant"));
+    assert!(c.is_control_header("x-trace-id"));
+    assert!(!c.is_control_header("x-doppel-id"));
+}
+
+fn name(charset: &'static str, max: usize) -> impl Strategy<Value = String> {
+    proptest::string::string_regex(&format!("{charset}{{1,{max}}}")).unwrap()
+}
+
+fn arb_matcher() -> impl Strategy<Value = Matcher> {
+    let test = prop_oneof![
+        any::<String>().prop_map(MatchTest::Equals),
+        any::<String>().prop_map(MatchTest::Prefix),
+        proptest::collection::vec(any::<String>(), 1..4).prop_map(MatchTest::OneOf),
+    ];
+    (name("[a-z0-9-]", 20), test).prop_map(|(h, test)| Matcher {
+        header: HeaderName::new(h).unwrap(),
+        test,
+    })
+}
+
+fn arb_mirror() -> impl Strategy<Value = MirrorConfig> {
+    (
+        name("[a-z_.]", 30),
+        proptest::option::of(name("[a-z.:0-9]", 30)),
+        proptest::collection::vec(name("[A-Z]", 8), 0..4),
+        (0..=MAX_BODY_BYTES, 1..=60_000u64, 1..=10_000u64),
+        (0..=MAX_BODY_BYTES, 0..=600_000u64),
+    )
+        .prop_map(
+            |(cluster, authority, methods, (body, timeout, fl), (cmp, tol))| MirrorConfig {
+                cluster: ClusterName::new(cluster).unwrap(),
+                authority: authority.map(|a| Authority::new(a).unwrap()),
+                methods: methods
+                    .into_iter()
+                    .map(|m| Method::new(m).unwrap())
+                    .collect(),
+                max_body_bytes: Ranged::new(body).unwrap(),
+                timeout_ms: Ranged::new(timeout).unwrap(),
+                max_in_flight: Ranged::new(fl).unwrap(),
+                compare_body_bytes: Ranged::new(cmp).unwrap(),
+                latency_tolerance_ms: Ranged::new(tol).unwrap(),
+            },
+        )
+}
+
+fn arb_config() -> impl Strategy<Value = FilterConfig> {
+    (
+        name("[a-z0-9_-]", 64),
+        prop_oneof![Just(Mode::Split), Just(Mode::Off), Just(Mode::Mirror)],
+        0.0..=100.0f64,
+        proptest::collection::vec(arb_matcher(), 0..4),
+        proptest::option::of(prop_oneof![
+            name("[a-z-]", 12).prop_map(|h| Sticky::Header(HeaderName::new(h).unwrap())),
+            name("[A-Za-z_]", 12).prop_map(|c| Sticky::Cookie(CookieName::new(c).unwrap())),
+        ]),
+        proptest::collection::btree_set(name("[a-z_]", 32), 0..4),
+        any::<bool>(),
+        arb_mirror(),
+    )
+        .prop_map(
+            |(service, mode, percent, matchers, sticky, custom, trusted, mirror)| FilterConfig {
+                service: ServiceName::new(service).unwrap(),
+                mode,
+                percent: Percent::new(percent).unwrap(),
+                matchers,
+                sticky,
+                headers: HeaderNames::default(),
+                custom_metrics: custom
+                    .into_iter()
+                    .map(|m| MetricLabel::new(m).unwrap())
+                    .collect(),
+                trusted_control: trusted,
+                mirror: (mode == Mode::Mirror).then_some(mirror),
+            },
+        )
+}
+
+proptest! {
+    #[test]
+    fn round_trips(config in arb_config()) {
+        let json = config.to_json();
+        prop_assert_eq!(FilterConfig::parse(json.as_bytes()), Ok(config));
+    }
+
+    #[test]
+    fn out_of_range_percent_is_refused(p in prop_oneof![100.000_001f64..1e300, -1e300..-1e-9f64]) {
+        let doc = format!(r#"{{"service":"a","mode":"split","percent":{p}}}"#);
+        let err = FilterConfig::parse(doc.as_bytes()).unwrap_err();
+        prop_assert_eq!(err.field, "percent");
+        prop_assert!(err.reason.contains("outside [0, 100]"));
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let _ = FilterConfig::parse(&bytes);
+    }
+
+    #[test]
+    fn mangled_valid_documents_never_panic(config in arb_config(), cut in 0usize..400, byte in any::<u8>()) {
+        let mut json = config.to_json().into_bytes();
+        let at = cut % json.len().max(1);
+        if at < json.len() {
+            json[at] = byte;
+        }
+        let _ = FilterConfig::parse(&json);
+    }
+}

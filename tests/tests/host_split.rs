@@ -1,0 +1,197 @@
+//! Issue 2's must-shows for split mode, driving the real filter `.wasm` through the test host:
+//! the shadow share at 1% and 0.1% over 200,000 requests, matchers, sticky users, and
+//! client-sent control headers that never steer a request.
+
+use doppel_tests::host::support::{get, within_binomial};
+use doppel_tests::host::{Finished, Host};
+
+/// A split config for service `cart` at `percent`, with extra top-level fields.
+fn split(percent: f64, extra: &str) -> String {
+    format!(r#"{{"service":"cart","mode":"split","percent":{percent}{extra}}}"#)
+}
+
+fn configured(config: &str) -> anyhow::Result<Host> {
+    let mut host = Host::load_filter()?;
+    anyhow::ensure!(
+        host.configure(config)?,
+        "config refused: {config}; logs: {:?}",
+        host.logs()
+    );
+    Ok(host)
+}
+
+/// Sends one request with `headers` through the filter, answered 200; what happened.
+fn send(host: &mut Host, headers: &[(&str, &str)]) -> anyhow::Result<Finished> {
+    host.request(headers)?.respond(200, &[])?.finish()
+}
+
+fn shadowed(done: &Finished) -> bool {
+    done.cluster.as_deref() == Some("shadow")
+}
+
+/// Drives `n` plain requests; how many went to the shadow. Checks on the way that the variant
+/// header is the only thing deciding the route, and that logs stay bounded.
+fn count_shadowed(host: &mut Host, n: u64) -> anyhow::Result<u64> {
+    let headers = get("/items", &[]);
+    let mut shadow = 0;
+    for i in 0..n {
+        let done = send(host, &headers)?;
+        let variant = done.upstream_header("x-doppel-variant");
+        assert_eq!(
+            shadowed(&done),
+            variant.as_deref() == Some("shadow"),
+            "request {i}: {done:?}"
+        );
+        if shadowed(&done) {
+            shadow += 1;
+        }
+        if i % 10_000 == 0 {
+            host.clear_logs();
+        }
+    }
+    Ok(shadow)
+}
+
+fn assert_share(percent: f64) -> anyhow::Result<()> {
+    let mut host = configured(&split(percent, ""))?;
+    let n = 200_000;
+    let shadow = count_shadowed(&mut host, n)?;
+    let (ok, expected, allowed) = within_binomial(n, percent / 100.0, shadow, 4.0);
+    assert!(
+        ok,
+        "{percent}%: {shadow} of {n} shadowed, expected {expected} ± {allowed:.1}"
+    );
+    // The filter publishes its counters on its one-second tick.
+    host.advance(std::time::Duration::from_secs(1))?;
+    assert_eq!(
+        host.counter("doppel.cart.shadow.rq_total"),
+        Some(shadow as i64)
+    );
+    assert_eq!(
+        host.counter("doppel.cart.primary.rq_total"),
+        Some((n - shadow) as i64)
+    );
+    Ok(())
+}
+
+#[test]
+fn host_split_one_percent_of_200k_is_within_4_sigma() -> anyhow::Result<()> {
+    assert_share(1.0)
+}
+
+#[test]
+fn host_split_a_tenth_of_a_percent_of_200k_is_within_4_sigma() -> anyhow::Result<()> {
+    assert_share(0.1)
+}
+
+#[test]
+fn host_split_never_shadows_requests_that_do_not_match() -> anyhow::Result<()> {
+    let matchers = r#","match":[{"header":"x-geo","one_of":["de","fr"]},{"header":"user-agent","prefix":"Mozilla/"}]"#;
+    let mut host = configured(&split(100.0, matchers))?;
+    let not_matching: [&[(&str, &str)]; 5] = [
+        &[],
+        &[("x-geo", "us"), ("user-agent", "Mozilla/5.0")],
+        &[("x-geo", "de")],
+        &[("x-geo", "DE"), ("user-agent", "Mozilla/5.0")],
+        &[("x-geo", "fr"), ("user-agent", "curl/8.0 Mozilla/")],
+    ];
+    for extra in not_matching {
+        for _ in 0..200 {
+            let done = send(&mut host, &get("/", extra))?;
+            assert!(
+                !shadowed(&done),
+                "{extra:?} does not match but was shadowed: {done:?}"
+            );
+        }
+    }
+    for geo in ["de", "fr"] {
+        let done = send(
+            &mut host,
+            &get("/", &[("x-geo", geo), ("user-agent", "Mozilla/5.0")]),
+        )?;
+        assert!(
+            shadowed(&done),
+            "{geo} matches at 100% but was not shadowed: {done:?}"
+        );
+    }
+
+    let mut host = configured(&split(
+        100.0,
+        r#","match":[{"header":"x-geo","equals":"de"}]"#,
+    ))?;
+    assert!(shadowed(&send(&mut host, &get("/", &[("x-geo", "de")]))?));
+    assert!(!shadowed(&send(
+        &mut host,
+        &get("/", &[("x-geo", "de-at")])
+    )?));
+    Ok(())
+}
+
+#[test]
+fn host_split_sticky_key_gives_a_user_the_same_variant_every_time() -> anyhow::Result<()> {
+    for sticky in [
+        r#","sticky":{"header":"x-user-id"}"#,
+        r#","sticky":{"cookie":"uid"}"#,
+    ] {
+        let mut host = configured(&split(20.0, sticky))?;
+        let mut chosen = 0;
+        for user in 0..1_000 {
+            let id = format!("user-{user}");
+            let cookie = format!("theme=dark; uid={id}; lang=de");
+            let extra = if sticky.contains("cookie") {
+                [("cookie", cookie.as_str())]
+            } else {
+                [("x-user-id", id.as_str())]
+            };
+            let first = shadowed(&send(&mut host, &get("/", &extra))?);
+            for _ in 0..4 {
+                let again = shadowed(&send(&mut host, &get("/", &extra))?);
+                assert_eq!(first, again, "{sticky}: {id} changed variant");
+            }
+            chosen += u64::from(first);
+        }
+        let (ok, expected, allowed) = within_binomial(1_000, 0.2, chosen, 4.0);
+        assert!(
+            ok,
+            "{sticky}: {chosen} of 1000 users chosen, expected {expected} ± {allowed:.1}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn host_split_removes_client_sent_control_headers() -> anyhow::Result<()> {
+    let spoofed = [
+        ("x-doppel-variant", "shadow"),
+        ("x-doppel-id", "0123456789abcdef0123456789abcdef"),
+        ("x-doppel-mirror", "1"),
+    ];
+    let mut host = configured(&split(0.0, ""))?;
+    for _ in 0..1_000 {
+        let done = send(&mut host, &get("/", &spoofed))?;
+        assert!(
+            !shadowed(&done),
+            "a client-sent variant header routed the request: {done:?}"
+        );
+        let forwarded = done.forwarded.expect("split mode forwards every request");
+        for (name, _) in spoofed {
+            assert!(
+                !forwarded.contains(name),
+                "{name} reached the upstream: {forwarded:?}"
+            );
+        }
+    }
+    // At 1% the spoofed header changes nothing either: the share stays 1%.
+    let mut host = configured(&split(1.0, ""))?;
+    let n = 20_000;
+    let mut shadow = 0;
+    for _ in 0..n {
+        shadow += u64::from(shadowed(&send(&mut host, &get("/", &spoofed))?));
+    }
+    let (ok, expected, allowed) = within_binomial(n, 0.01, shadow, 4.0);
+    assert!(
+        ok,
+        "{shadow} of {n} spoofed requests shadowed, expected {expected} ± {allowed:.1}"
+    );
+    Ok(())
+}
