@@ -219,9 +219,8 @@ impl Analyzer {
         self.rollout.step_started_ms = step_started_ms;
         self.rollout.paused = paused;
         if self.next_look_ms.is_none() {
-            self.next_look_ms = Some(
-                step_started_ms.saturating_add(self.policy.analysis.interval_ms),
-            );
+            self.next_look_ms =
+                Some(step_started_ms.saturating_add(self.policy.analysis.interval_ms));
         }
     }
 

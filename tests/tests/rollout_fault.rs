@@ -56,16 +56,20 @@ impl FaultyUpstream {
         let (counter, switch) = (Arc::clone(&hits), Arc::clone(&fail));
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (counter, switch, faulty) =
-                    (Arc::clone(&counter), Arc::clone(&switch), Arc::clone(&faulty));
+                let (counter, switch, faulty) = (
+                    Arc::clone(&counter),
+                    Arc::clone(&switch),
+                    Arc::clone(&faulty),
+                );
                 tokio::spawn(async move {
                     let service = service_fn(move |_request| {
                         counter.fetch_add(1, Ordering::SeqCst);
                         let error = switch.load(Ordering::SeqCst)
                             && faulty.fetch_add(1, Ordering::SeqCst) % 5 == 0;
                         async move {
-                            let mut response =
-                                hyper::Response::new(Full::new(Bytes::from_static(name.as_bytes())));
+                            let mut response = hyper::Response::new(Full::new(Bytes::from_static(
+                                name.as_bytes(),
+                            )));
                             if error {
                                 *response.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
                             }
@@ -185,7 +189,11 @@ async fn rollout_shadow_failing_mid_rollout_is_rolled_back_by_the_analysis_loop(
     .await;
 
     let out = engine.cli(&["start", "checkout", "--version", "v2"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     eventually(XDS_WAIT, "step 1 at 50%", || async {
         (weights(&envoy).await == Some((5_000, 5_000))).then_some(())
     })
@@ -199,7 +207,12 @@ async fn rollout_shadow_failing_mid_rollout_is_rolled_back_by_the_analysis_loop(
     // A healthy shadow under analysis for a while: no rule fires, the rollout stays at 50%.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let status = engine.status("checkout");
-    assert_eq!(phase(&status), "shadowing", "{status:#}\n{}", engine.log_tail());
+    assert_eq!(
+        phase(&status),
+        "shadowing",
+        "{status:#}\n{}",
+        engine.log_tail()
+    );
     assert!(
         shadow.hits() > 50 && tally.shadow_failed.load(Ordering::SeqCst) == 0,
         "the healthy shadow served {} requests",
@@ -218,9 +231,7 @@ async fn rollout_shadow_failing_mid_rollout_is_rolled_back_by_the_analysis_loop(
     let bound = FLUSH + INTERVAL + 2 * INTERVAL + PUSH_SLACK;
     let stopped_after = eventually(bound + Duration::from_secs(10), "shadow weight 0", || {
         let envoy = &envoy;
-        async move {
-            (weights(envoy).await == Some((10_000, 0))).then(|| fault.elapsed())
-        }
+        async move { (weights(envoy).await == Some((10_000, 0))).then(|| fault.elapsed()) }
     })
     .await;
     // Requests already routed to the shadow finish; after that it gets none.
@@ -229,7 +240,10 @@ async fn rollout_shadow_failing_mid_rollout_is_rolled_back_by_the_analysis_loop(
     let primary_hits = primary.hits();
     tokio::time::sleep(2 * INTERVAL).await;
     assert_eq!(shadow.hits(), shadow_hits, "the shadow still gets traffic");
-    assert!(primary.hits() > primary_hits + 20, "the clients kept sending");
+    assert!(
+        primary.hits() > primary_hits + 20,
+        "the clients kept sending"
+    );
     stop.store(true, Ordering::SeqCst);
     for task in tasks {
         task.await.expect("client task");
@@ -265,14 +279,26 @@ async fn rollout_shadow_failing_mid_rollout_is_rolled_back_by_the_analysis_loop(
     );
 
     let wait = engine.cli(&["wait", "checkout", "--timeout", "5s"]);
-    assert_eq!(wait.status.code(), Some(2), "{}", String::from_utf8_lossy(&wait.stdout));
+    assert_eq!(
+        wait.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&wait.stdout)
+    );
 
     // Every request that went to the primary succeeded; every failure came from the shadow.
     let primary_ok = tally.primary_ok.load(Ordering::SeqCst);
     assert_eq!(tally.primary_failed.load(Ordering::SeqCst), 0);
     assert_eq!(tally.unattributed.load(Ordering::SeqCst), 0);
-    assert_eq!(primary_ok, primary.hits(), "each primary hit reached a client as a 200");
-    assert!(tally.shadow_failed.load(Ordering::SeqCst) > 0, "the fault was seen");
+    assert_eq!(
+        primary_ok,
+        primary.hits(),
+        "each primary hit reached a client as a 200"
+    );
+    assert!(
+        tally.shadow_failed.load(Ordering::SeqCst) > 0,
+        "the fault was seen"
+    );
     assert_eq!(
         tally.shadow_ok.load(Ordering::SeqCst) + tally.shadow_failed.load(Ordering::SeqCst),
         shadow.hits()
