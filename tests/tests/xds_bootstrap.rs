@@ -27,7 +27,7 @@ fn xds_ads_bootstrap_validates() {
     validate(&workspace_root().join("envoy/ads.yaml")).expect("shipped bootstrap");
     let dir = tempfile::tempdir().expect("tempdir");
     for mode in [AdsMode::Sotw, AdsMode::Delta] {
-        let rendered = render_ads_bootstrap(18001, mode).expect("renders");
+        let rendered = render_ads_bootstrap(18002, mode).expect("renders");
         assert_eq!(
             rendered.contains("api_type: DELTA_GRPC"),
             mode == AdsMode::Delta,
