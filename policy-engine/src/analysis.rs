@@ -205,6 +205,25 @@ impl Analyzer {
         }
     }
 
+    /// Aligns the rollout the rules see with the controller's: `step` (1-based, 0 before the
+    /// first step), its `weight`, when it began and whether it is paused. A new step starts
+    /// fresh: its analysed data, rule streaks and firings are reset, as after a `shift`.
+    pub fn sync(&mut self, step: usize, weight: f64, step_started_ms: u64, paused: bool) {
+        if step != self.rollout.step {
+            self.cumulative = None;
+            self.streaks.iter_mut().for_each(|s| *s = 0);
+            self.fired.iter_mut().for_each(|f| *f = false);
+        }
+        self.rollout.step = step;
+        self.rollout.weight = weight;
+        self.rollout.step_started_ms = step_started_ms;
+        self.rollout.paused = paused;
+        if self.next_look_ms.is_none() {
+            self.next_look_ms =
+                Some(step_started_ms.saturating_add(self.policy.analysis.interval_ms));
+        }
+    }
+
     /// Takes the next window; returns the evaluation it completed, if any. After the rollout
     /// ended, windows are accepted and ignored.
     pub fn push(&mut self, window: &ServiceWindow) -> Result<Option<Evaluation>, AnalysisError> {

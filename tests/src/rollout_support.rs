@@ -73,6 +73,8 @@ pub struct Engine {
     child: Child,
     /// The API address.
     pub api: SocketAddr,
+    /// The MetricsService (ingest) address.
+    pub metrics: SocketAddr,
     log: PathBuf,
 }
 
@@ -103,6 +105,7 @@ impl Engine {
         let mut engine = Engine {
             child,
             api: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics: SocketAddr::from(([127, 0, 0, 1], 0)),
             log,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -110,8 +113,10 @@ impl Engine {
             if let Ok(text) = std::fs::read_to_string(&ready)
                 && let Ok(json) = serde_json::from_str::<Value>(&text)
                 && let Some(Ok(api)) = json["api"].as_str().map(str::parse)
+                && let Some(Ok(metrics)) = json["metrics"].as_str().map(str::parse)
             {
                 engine.api = api;
+                engine.metrics = metrics;
                 return Ok(engine);
             }
             if let Ok(Some(status)) = engine.child.try_wait() {

@@ -42,8 +42,23 @@ pub enum AdsMode {
     Delta,
 }
 
-/// `envoy/ads.yaml` pointed at `xds_port`, admin on an ephemeral port, in the given mode.
+/// `envoy/ads.yaml` pointed at `xds_port`, admin on an ephemeral port, in the given mode; its
+/// stat sink aims at a port nothing listens on (see [`render_ads_bootstrap_with_metrics`]).
 pub fn render_ads_bootstrap(xds_port: u16, mode: AdsMode) -> Result<String, String> {
+    let unused = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("finding a free port: {e}"))?
+        .port();
+    render_ads_bootstrap_with_metrics(xds_port, unused, mode)
+}
+
+/// `envoy/ads.yaml` pointed at `xds_port` for ADS and `metrics_port` for its stat sink, admin
+/// on an ephemeral port, in the given mode.
+pub fn render_ads_bootstrap_with_metrics(
+    xds_port: u16,
+    metrics_port: u16,
+    mode: AdsMode,
+) -> Result<String, String> {
     let path = workspace_root().join("envoy/ads.yaml");
     let mut text =
         std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
@@ -53,6 +68,7 @@ pub fn render_ads_bootstrap(xds_port: u16, mode: AdsMode) -> Result<String, Stri
     };
     for (from, to) in [
         ("port_value: 18000", format!("port_value: {xds_port}")),
+        ("port_value: 18001", format!("port_value: {metrics_port}")),
         ("port_value: 9901", "port_value: 0".to_owned()),
         ("api_type: GRPC", api_type.to_owned()),
     ] {

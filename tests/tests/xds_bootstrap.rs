@@ -27,7 +27,7 @@ fn xds_ads_bootstrap_validates() {
     validate(&workspace_root().join("envoy/ads.yaml")).expect("shipped bootstrap");
     let dir = tempfile::tempdir().expect("tempdir");
     for mode in [AdsMode::Sotw, AdsMode::Delta] {
-        let rendered = render_ads_bootstrap(18001, mode).expect("renders");
+        let rendered = render_ads_bootstrap(18002, mode).expect("renders");
         assert_eq!(
             rendered.contains("api_type: DELTA_GRPC"),
             mode == AdsMode::Delta,
@@ -40,9 +40,13 @@ fn xds_ads_bootstrap_validates() {
 }
 
 #[test]
-fn xds_ads_bootstrap_takes_only_the_xds_cluster_statically() {
+fn xds_ads_bootstrap_takes_only_the_engine_clusters_statically() {
     let text = std::fs::read_to_string(workspace_root().join("envoy/ads.yaml")).expect("read");
-    assert_eq!(text.matches("- name:").count(), 1, "one static cluster");
+    // The stat sink and two static clusters: the engine's xDS and its metrics ingest.
+    assert_eq!(text.matches("- name:").count(), 3, "{text}");
+    assert!(text.contains("- name: doppel_xds"));
+    assert!(text.contains("- name: doppel_engine"));
+    assert!(text.contains("envoy.stat_sinks.metrics_service"));
     assert!(text.contains("cds_config: { ads: {}"));
     assert!(text.contains("lds_config: { ads: {}"));
     assert!(!text.contains("listeners:"), "no static listeners");

@@ -26,7 +26,7 @@ use crate::rollout::{Command, Controller, Input, RolloutError, RolloutEvent, now
 /// What the handlers share.
 pub struct ApiState {
     /// The rollouts.
-    pub controller: Mutex<Controller>,
+    pub controller: Arc<Mutex<Controller>>,
     /// The bearer token; `None` refuses every state-changing request.
     pub token: Option<String>,
 }

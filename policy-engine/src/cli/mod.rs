@@ -5,11 +5,13 @@
 //! - [`replay`]: `doppel replay --policy FILE --trace FILE`.
 //! - [`config`]: the serve config file (steering, nodes, services and their endpoints).
 //! - [`serve`]: `doppel serve`.
+//! - [`analysis_loop`]: per service, every analysis interval, windows -> analyzer -> rollout.
 //! - [`api`]: the HTTP API (axum); state-changing endpoints need the bearer token.
 //! - [`render`]: `doppel render istio POLICY`.
 //! - [`rollout`]: `doppel rollout start|status|wait|pause|resume|promote|rollback`.
 //! - [`client`]: the small HTTP client the rollout commands use.
 
+pub mod analysis_loop;
 pub mod api;
 pub mod check;
 pub mod client;

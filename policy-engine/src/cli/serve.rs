@@ -13,6 +13,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use super::analysis_loop;
 use super::api::{ApiState, router};
 use super::{config, read_token};
 use crate::ingest::{ClusterRegistry, StoreConfig, WindowStore};
@@ -80,6 +81,22 @@ fn registry(setup: &Setup) -> ClusterRegistry {
     registry
 }
 
+/// Windows as long as the shortest analysis interval (at most the default 10 s), an hour of them.
+fn store_config(setup: &Setup) -> StoreConfig {
+    let default = StoreConfig::default();
+    let window_ms = analysis_loop::window_ms(
+        setup.services.values().map(|s| &s.policy),
+        default.window_ms,
+    );
+    StoreConfig {
+        window_ms,
+        windows: usize::try_from(3_600_000 / window_ms)
+            .unwrap_or(usize::MAX)
+            .max(1),
+        ..default
+    }
+}
+
 async fn bind(address: SocketAddr, what: &str) -> Result<TcpListener, String> {
     TcpListener::bind(address)
         .await
@@ -115,9 +132,10 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let setup = config::load(&args.config)?;
     let store = Store::open(&args.store).map_err(|e| e.to_string())?;
     let cache = Arc::new(SnapshotCache::new());
-    let windows = Arc::new(WindowStore::new(StoreConfig::default(), registry(&setup)));
-    let controller =
-        Controller::open(setup, store, Arc::clone(&cache)).map_err(|e| e.to_string())?;
+    let windows = Arc::new(WindowStore::new(store_config(&setup), registry(&setup)));
+    let controller = Arc::new(Mutex::new(
+        Controller::open(setup, store, Arc::clone(&cache)).map_err(|e| e.to_string())?,
+    ));
 
     let xds = bind(args.xds, "xDS server").await?;
     let metrics = bind(args.metrics, "metrics server").await?;
@@ -139,13 +157,15 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     ));
     let metrics_task = tokio::spawn(crate::ingest::serve(
         metrics,
+        Arc::clone(&windows),
+        until_stopped(stopped.clone()),
+    ));
+    let analysis_task = tokio::spawn(analysis_loop::run(
+        Arc::clone(&controller),
         windows,
         until_stopped(stopped.clone()),
     ));
-    let state = Arc::new(ApiState {
-        controller: Mutex::new(controller),
-        token,
-    });
+    let state = Arc::new(ApiState { controller, token });
     let api_task = tokio::spawn(
         axum::serve(api, router(state))
             .with_graceful_shutdown(until_stopped(stopped.clone()))
@@ -159,12 +179,13 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = stop.send(true);
-    let (a, b, c) = tokio::join!(xds_task, metrics_task, api_task);
+    let (a, b, c, d) = tokio::join!(xds_task, metrics_task, api_task, analysis_task);
     a.map_err(|e| e.to_string())?
         .map_err(|e| format!("xds server: {e}"))?;
     b.map_err(|e| e.to_string())?
         .map_err(|e| format!("metrics server: {e}"))?;
     c.map_err(|e| e.to_string())?
         .map_err(|e| format!("API: {e}"))?;
+    d.map_err(|e| format!("analysis loop: {e}"))?;
     Ok(())
 }

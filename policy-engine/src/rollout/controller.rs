@@ -197,6 +197,11 @@ impl Controller {
         self.rollouts.get(service)
     }
 
+    /// The policy of `service`.
+    pub fn policy(&self, service: &str) -> Option<&Policy> {
+        self.setup.services.get(service).map(|s| &s.policy)
+    }
+
     /// The cache snapshots are served from.
     pub fn cache(&self) -> &Arc<SnapshotCache> {
         &self.cache
@@ -248,6 +253,24 @@ impl Controller {
     /// error; an accepted one is committed (state, log line, new node snapshots) before the
     /// snapshots are served. Returns the log entry.
     pub fn apply(&mut self, service: &str, input: Input) -> Result<LogEntry, RolloutError> {
+        self.apply_explained(service, input, "")
+    }
+
+    /// [`Controller::apply`], with `why` (an analysis decision's explanation; empty for none)
+    /// appended to the decision log's note.
+    pub fn apply_explained(
+        &mut self,
+        service: &str,
+        input: Input,
+        why: &str,
+    ) -> Result<LogEntry, RolloutError> {
+        let explained = |note: String| {
+            if why.is_empty() {
+                note
+            } else {
+                format!("{note}: {why}")
+            }
+        };
         let current = self
             .rollouts
             .get(service)
@@ -260,7 +283,7 @@ impl Controller {
                     seq: 0,
                     input,
                     changed: false,
-                    note: format!("refused: {refused}"),
+                    note: explained(format!("refused: {refused}")),
                     phase: current.phase.name().to_owned(),
                     step: current.phase.step().map(|k| k + 1),
                 };
@@ -276,7 +299,7 @@ impl Controller {
             seq: 0,
             input,
             changed: outcome.changed,
-            note: outcome.note,
+            note: explained(outcome.note),
             phase: next.phase.name().to_owned(),
             step: next.phase.step().map(|k| k + 1),
         };
