@@ -2,7 +2,7 @@
 """Regenerates the reference values doppel's statistics are tested against.
 
 The values come from scipy and numpy, independently of the Rust code, and are written as JSON
-into policy-engine/tests/fixtures/stats/ (tests/stats_reference.rs reads them). Run:
+into policy-engine/tests/fixtures/stats/ (policy-engine/tests/engine/stats_reference.rs reads them). Run:
 
     python3 -m venv .tools/stats-venv && .tools/stats-venv/bin/pip install scipy numpy
     .tools/stats-venv/bin/python scripts/stats-fixtures.py

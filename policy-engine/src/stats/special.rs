@@ -1,6 +1,6 @@
 //! Special functions the tests need: the normal distribution, the log-gamma function and a
 //! stable log-sum-exp. Implemented here (no dependency) and checked against scipy fixtures in
-//! `tests/stats_reference.rs`.
+//! `policy-engine/tests/engine/stats_reference.rs`.
 
 use std::f64::consts::{FRAC_2_SQRT_PI, PI};
 

@@ -1,0 +1,21 @@
+//! The engine's integration tests: the `doppel` binary, the gRPC servers, policies, statistics,
+//! alerts, hosts and resources. One binary, so the engine is linked once.
+
+mod alerts;
+mod check;
+mod hosts;
+mod hosts_apportion;
+mod ingest_grpc;
+mod policy_analysis;
+mod policy_context_doc;
+mod policy_fuzz;
+mod replay;
+mod resources;
+mod rollout_bench;
+mod rollout_istio;
+mod stats_detection;
+mod stats_properties;
+mod stats_reference;
+mod stats_sim;
+mod xds_ads;
+mod xds_cache;

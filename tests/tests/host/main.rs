@@ -1,0 +1,9 @@
+//! The real filter `.wasm` driven through the test host (tests/src/host): one test binary, so the
+//! host and wasmtime are linked once.
+
+mod abi;
+mod config;
+mod ids;
+mod mirror;
+mod split;
+mod stats;
