@@ -207,10 +207,12 @@ impl Drop for Engine {
     }
 }
 
-/// An Envoy bootstrap for filter-only steering: a static listener whose HTTP filter
-/// `doppel.checkout` takes its config over ECDS (a Lua stand-in type), a static route to the
-/// static `checkout-v1` cluster at `primary`, and ADS to `xds_port` for nothing but ECDS.
-pub fn filter_only_bootstrap(xds_port: u16, primary: SocketAddr) -> String {
+/// An Envoy bootstrap for filter-only steering, standing in for a mesh whose own xDS server
+/// owns routes and clusters: a static listener whose HTTP filter `doppel.checkout` (the Wasm
+/// filter) takes its config over ECDS, static routes that send `x-doppel-variant: shadow` to
+/// `checkout-v2` at `shadow` and everything else to `checkout-v1` at `primary`, and ADS to
+/// `xds_port` for nothing but ECDS.
+pub fn filter_only_bootstrap(xds_port: u16, primary: SocketAddr, shadow: SocketAddr) -> String {
     format!(
         r#"node: {{ id: placeholder, cluster: doppel }}
 admin:
@@ -238,13 +240,19 @@ static_resources:
                     - name: mesh
                       domains: ["*"]
                       routes:
+                        - match:
+                            prefix: "/"
+                            headers:
+                              - name: x-doppel-variant
+                                string_match: {{ exact: shadow }}
+                          route: {{ cluster: checkout-v2 }}
                         - match: {{ prefix: "/" }}
                           route: {{ cluster: checkout-v1 }}
                 http_filters:
                   - name: doppel.checkout
                     config_discovery:
                       config_source: {{ ads: {{}}, resource_api_version: V3 }}
-                      type_urls: ["type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua"]
+                      type_urls: ["type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"]
                   - name: envoy.filters.http.router
                     typed_config:
                       "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
@@ -257,6 +265,14 @@ static_resources:
         endpoints:
           - lb_endpoints:
               - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {primary_port} }} }} }}
+    - name: checkout-v2
+      type: STATIC
+      connect_timeout: 1s
+      load_assignment:
+        cluster_name: checkout-v2
+        endpoints:
+          - lb_endpoints:
+              - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {shadow_port} }} }} }}
     - name: doppel_xds
       type: STATIC
       connect_timeout: 1s
@@ -272,6 +288,7 @@ static_resources:
               - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {xds_port} }} }} }}
 "#,
         primary_port = primary.port(),
+        shadow_port = shadow.port(),
     )
 }
 

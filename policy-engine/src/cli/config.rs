@@ -2,7 +2,7 @@
 //!
 //! ```yaml
 //! steering: full_ads          # or filter_only
-//! filter: { kind: none }      # or { kind: wasm, path: /etc/doppel/doppel.wasm } or { kind: lua_stand_in }
+//! filter: { kind: none }      # or { kind: wasm, path: /etc/doppel/doppel.wasm }
 //! nodes: [envoy-1]            # Envoy node ids served
 //! services:
 //!   - policy: policies/checkout.yaml   # relative to this file

@@ -1,35 +1,51 @@
 //! The filter's config (docs/filter-config.md) built from a policy's traffic section: what
-//! the engine pushes to Envoy (ECDS) for this policy's service.
+//! the engine pushes to Envoy (ECDS) for this policy's service, in whatever mode and share the
+//! rollout has reached.
 //!
-//! The document is built as JSON so that it goes through the filter's own parser
-//! (`doppel_filter::config::FilterConfig::parse`), the one definition of the config, before it
-//! is pushed. Fields the policy leaves out are left out here too, so the filter's defaults apply.
+//! The document is built as JSON and read back by the filter's own parser
+//! ([`FilterConfig::parse`], which also runs its cross-field checks): the filter crate holds the
+//! one definition of the config, and a policy that would give the filter a config it refuses is
+//! refused at `doppel check`. Fields the policy leaves out are left out, so the filter's defaults
+//! apply.
 
+use doppel_filter::config::{ConfigError, FilterConfig};
 use serde_json::{Map, Value, json};
 
 use super::model::{MatchTest, Mode, Policy, Sticky};
 
 impl Policy {
-    /// The filter config document for this policy, with the shadow at `percent` (the rollout's
-    /// current weight; `traffic.percent` at the start).
+    /// The filter's config for this policy with the filter in `mode` at `percent` (the
+    /// rollout's current share); in mirror mode copies go to `shadow_cluster`.
     ///
     /// ```
+    /// use doppel_engine::policy::Mode;
     /// let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/search-mirror.yaml")).unwrap();
     /// let policy = doppel_engine::policy::parse(&text).unwrap();
-    /// let config = policy.filter_config(20.0);
-    /// assert_eq!(config["mode"], "mirror");
-    /// assert_eq!(config["mirror"]["cluster"], "search-next");
+    /// let config = policy.filter_config(Mode::Mirror, 20.0, "search-next").unwrap();
+    /// assert_eq!(config.percent.get(), 20.0);
+    /// assert_eq!(config.mirror.unwrap().cluster.as_str(), "search-next");
     /// ```
-    pub fn filter_config(&self, percent: f64) -> Value {
+    pub fn filter_config(
+        &self,
+        mode: Mode,
+        percent: f64,
+        shadow_cluster: &str,
+    ) -> Result<FilterConfig, ConfigError> {
+        let document = self.filter_document(mode, percent, shadow_cluster);
+        FilterConfig::parse(document.to_string().as_bytes())
+    }
+
+    /// The JSON document [`Policy::filter_config`] parses.
+    fn filter_document(&self, mode: Mode, percent: f64, shadow_cluster: &str) -> Value {
         let t = &self.traffic;
         let mut doc = Map::new();
         doc.insert("service".into(), json!(self.service));
-        let mode = match t.mode {
+        let mode_name = match mode {
             Mode::Split => "split",
             Mode::Mirror => "mirror",
             Mode::Off => "off",
         };
-        doc.insert("mode".into(), json!(mode));
+        doc.insert("mode".into(), json!(mode_name));
         doc.insert("percent".into(), json!(percent));
         if !t.matchers.is_empty() {
             let matchers: Vec<Value> = t
@@ -71,24 +87,26 @@ impl Policy {
         if t.trusted_control {
             doc.insert("trusted_control".into(), json!(true));
         }
-        if let Some(m) = &t.mirror {
+        if mode == Mode::Mirror {
             let mut mirror = Map::new();
-            mirror.insert("cluster".into(), json!(self.shadow_cluster));
-            let optional = [
-                ("authority", m.authority.as_ref().map(|v| json!(v))),
-                ("methods", m.methods.as_ref().map(|v| json!(v))),
-                ("max_body_bytes", m.max_body_bytes.map(|v| json!(v))),
-                ("timeout_ms", m.timeout_ms.map(|v| json!(v))),
-                ("max_in_flight", m.max_in_flight.map(|v| json!(v))),
-                ("compare_body_bytes", m.compare_body_bytes.map(|v| json!(v))),
-                (
-                    "latency_tolerance_ms",
-                    m.latency_tolerance_ms.map(|v| json!(v)),
-                ),
-            ];
-            for (key, value) in optional {
-                if let Some(v) = value {
-                    mirror.insert(key.into(), v);
+            mirror.insert("cluster".into(), json!(shadow_cluster));
+            if let Some(m) = &t.mirror {
+                let optional = [
+                    ("authority", m.authority.as_ref().map(|v| json!(v))),
+                    ("methods", m.methods.as_ref().map(|v| json!(v))),
+                    ("max_body_bytes", m.max_body_bytes.map(|v| json!(v))),
+                    ("timeout_ms", m.timeout_ms.map(|v| json!(v))),
+                    ("max_in_flight", m.max_in_flight.map(|v| json!(v))),
+                    ("compare_body_bytes", m.compare_body_bytes.map(|v| json!(v))),
+                    (
+                        "latency_tolerance_ms",
+                        m.latency_tolerance_ms.map(|v| json!(v)),
+                    ),
+                ];
+                for (key, value) in optional {
+                    if let Some(v) = value {
+                        mirror.insert(key.into(), v);
+                    }
                 }
             }
             doc.insert("mirror".into(), Value::Object(mirror));
@@ -147,7 +165,11 @@ mod tests {
             let path = format!("{}/../policies/{name}", env!("CARGO_MANIFEST_DIR"));
             let text = std::fs::read_to_string(path).expect("read policy");
             let policy = super::super::parse(&text).expect("valid policy");
-            let config = policy.filter_config(policy.traffic.percent.get());
+            let config = policy.filter_document(
+                policy.traffic.mode,
+                policy.traffic.percent.get(),
+                &policy.shadow_cluster,
+            );
             let mut used = BTreeSet::new();
             keys("", &config, &mut used);
             let unknown: Vec<_> = used.difference(&documented).collect();
@@ -166,7 +188,7 @@ mod tests {
         );
         let text = std::fs::read_to_string(path).expect("read policy");
         let policy = super::super::parse(&text).expect("valid policy");
-        let config = policy.filter_config(25.0);
+        let config = policy.filter_document(super::Mode::Split, 25.0, "unused");
         assert_eq!(config["service"], "checkout");
         assert_eq!(config["mode"], "split");
         assert_eq!(config["percent"], 25.0);
@@ -174,5 +196,9 @@ mod tests {
         assert_eq!(config["sticky"]["header"], "x-user-id");
         assert_eq!(config["custom_metrics"][0], "db");
         assert!(config.get("mirror").is_none());
+        let typed = policy
+            .filter_config(super::Mode::Split, 25.0, "unused")
+            .expect("the filter's parser takes it");
+        assert_eq!(typed.percent.get(), 25.0);
     }
 }

@@ -47,7 +47,7 @@ pub fn validate(raw: RawPolicy, text: &str) -> Result<Policy, Vec<Problem>> {
         problems.sort_by_key(|p| p.position);
         return Err(problems);
     }
-    Ok(Policy {
+    let policy = Policy {
         service,
         primary,
         shadow_cluster,
@@ -56,7 +56,17 @@ pub fn validate(raw: RawPolicy, text: &str) -> Result<Policy, Vec<Problem>> {
         rules,
         steps,
         alerts,
-    })
+    };
+    // The filter's own parser has the last word on the config this policy pushes.
+    let percent = policy.traffic.percent.get();
+    if let Err(e) = policy.filter_config(policy.traffic.mode, percent, &policy.shadow_cluster) {
+        return Err(vec![Problem::new(
+            at(&raw.traffic.mode),
+            "filter",
+            format!("the filter refuses the config this traffic section makes: {e}"),
+        )]);
+    }
+    Ok(policy)
 }
 
 struct Validator<'a> {

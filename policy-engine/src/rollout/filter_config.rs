@@ -1,11 +1,9 @@
 //! The filter's JSON config (docs/filter-config.md) for a policy in a given traffic state, and
-//! how it is wrapped for ECDS: the Wasm filter, or a Lua stand-in for tests and hosts without
-//! the built `.wasm` (it echoes the config in a response header).
+//! how it is wrapped for ECDS as the Wasm filter's `PluginConfig`.
 
 use envoy_types::pb::envoy::config::core::v3::async_data_source::Specifier as AsyncSpecifier;
 use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
 use envoy_types::pb::envoy::config::core::v3::{AsyncDataSource, DataSource, TypedExtensionConfig};
-use envoy_types::pb::envoy::extensions::filters::http::lua::v3::Lua;
 use envoy_types::pb::envoy::extensions::filters::http::wasm::v3::Wasm;
 use envoy_types::pb::envoy::extensions::wasm::v3::{PluginConfig, VmConfig, plugin_config};
 use envoy_types::pb::google::protobuf::StringValue;
@@ -14,11 +12,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::traffic::{FilterMode, TrafficState};
-use crate::policy::{MatchTest, Policy, Sticky};
+use crate::policy::{Mode, Policy};
 use crate::xds::build::{extension_config, pack};
-
-/// The response header the Lua stand-in writes the config it runs into.
-pub const STAND_IN_HEADER: &str = "x-doppel-filter-config";
 
 /// How the filter's config is packed for ECDS.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,8 +27,6 @@ pub enum FilterKind {
         /// The `.wasm` file on Envoy's host.
         path: String,
     },
-    /// A Lua filter that adds the config as the response header [`STAND_IN_HEADER`].
-    LuaStandIn,
 }
 
 impl FilterKind {
@@ -42,7 +35,6 @@ impl FilterKind {
         match self {
             FilterKind::None => None,
             FilterKind::Wasm { .. } => Some(Wasm::type_url()),
-            FilterKind::LuaStandIn => Some(Lua::type_url()),
         }
     }
 
@@ -73,89 +65,27 @@ impl FilterKind {
                 };
                 Some(extension_config(name, &wasm))
             }
-            FilterKind::LuaStandIn => {
-                // A Lua long string ends at its own closing bracket: pick a level the text lacks.
-                let level = (0..)
-                    .map(|n| "=".repeat(n))
-                    .find(|eq| !text.contains(&format!("]{eq}]")))
-                    .unwrap_or_default();
-                let code = format!(
-                    "function envoy_on_response(handle)\n  handle:headers():add(\"{STAND_IN_HEADER}\", [{level}[{text}]{level}])\nend\n"
-                );
-                let lua = Lua {
-                    default_source_code: Some(DataSource {
-                        specifier: Some(Specifier::InlineString(code)),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                };
-                Some(extension_config(name, &lua))
-            }
         }
     }
 }
 
-/// The filter's config for `policy` in `state`, as docs/filter-config.md defines it.
+/// The filter's config for `policy` in `state`, as docs/filter-config.md defines it: the
+/// policy's own builder ([`Policy::filter_config`]) at the state's mode, share and shadow
+/// cluster.
 pub fn filter_config(policy: &Policy, state: &TrafficState) -> Value {
-    let traffic = &policy.traffic;
-    let mode = state.filter_mode.as_str();
-    let matchers: Vec<Value> = traffic
-        .matchers
-        .iter()
-        .map(|m| match &m.test {
-            MatchTest::Equals(v) => json!({ "header": m.header, "equals": v }),
-            MatchTest::Prefix(v) => json!({ "header": m.header, "prefix": v }),
-            MatchTest::OneOf(v) => json!({ "header": m.header, "one_of": v }),
-        })
-        .collect();
-    let mut config = json!({
-        "service": policy.service,
-        "mode": mode,
-        "percent": state.filter_percent,
-        "match": matchers,
-        "custom_metrics": traffic.custom_metrics,
-        "trusted_control": traffic.trusted_control,
-    });
-    let mut headers = serde_json::Map::new();
-    for (key, value) in [
-        ("variant", &traffic.headers.variant),
-        ("id", &traffic.headers.id),
-        ("mirror", &traffic.headers.mirror),
-    ] {
-        if let Some(value) = value {
-            headers.insert(key.to_owned(), json!(value));
+    let mode = match state.filter_mode {
+        FilterMode::Split => Mode::Split,
+        FilterMode::Mirror => Mode::Mirror,
+        FilterMode::Off => Mode::Off,
+    };
+    match policy.filter_config(mode, state.filter_percent, &state.shadow_cluster) {
+        Ok(config) => serde_json::to_value(config).unwrap_or(Value::Null),
+        // A loaded policy's traffic section passed the filter's parser (policy validation),
+        // and the rollout only changes the mode and a share in [0, 100]; should that ever
+        // fail, the filter is switched off rather than sent a config it would refuse.
+        Err(e) => {
+            tracing::error!(service = %policy.service, error = %e, "filter config refused; filter off");
+            json!({ "service": policy.service, "mode": "off", "percent": 0.0 })
         }
     }
-    if !headers.is_empty() {
-        config["headers"] = Value::Object(headers);
-    }
-    match &traffic.sticky {
-        Some(Sticky::Header(h)) => config["sticky"] = json!({ "header": h }),
-        Some(Sticky::Cookie(c)) => config["sticky"] = json!({ "cookie": c }),
-        None => {}
-    }
-    if state.filter_mode == FilterMode::Mirror {
-        let mut mirror = json!({ "cluster": state.shadow_cluster });
-        if let Some(m) = &traffic.mirror {
-            let fields = [
-                ("authority", m.authority.as_ref().map(|v| json!(v))),
-                ("methods", m.methods.as_ref().map(|v| json!(v))),
-                ("max_body_bytes", m.max_body_bytes.map(|v| json!(v))),
-                ("timeout_ms", m.timeout_ms.map(|v| json!(v))),
-                ("max_in_flight", m.max_in_flight.map(|v| json!(v))),
-                ("compare_body_bytes", m.compare_body_bytes.map(|v| json!(v))),
-                (
-                    "latency_tolerance_ms",
-                    m.latency_tolerance_ms.map(|v| json!(v)),
-                ),
-            ];
-            for (key, value) in fields {
-                if let Some(value) = value {
-                    mirror[key] = value;
-                }
-            }
-        }
-        config["mirror"] = mirror;
-    }
-    config
 }

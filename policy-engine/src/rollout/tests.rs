@@ -274,7 +274,9 @@ fn inputs(steering: Steering, route_weight: f64) -> NodeInputs {
     };
     NodeInputs {
         steering,
-        filter: FilterKind::LuaStandIn,
+        filter: FilterKind::Wasm {
+            path: "/f.wasm".into(),
+        },
         services: vec![ServiceInputs {
             filter_config: filter_config(&p, &state),
             state,

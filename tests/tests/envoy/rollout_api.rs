@@ -11,7 +11,7 @@ async fn rollout_api_guards_state_changes_with_the_token() {
     let config = dir.path().join("serve.yaml");
     std::fs::write(
         &config,
-        "steering: filter_only\nfilter: { kind: lua_stand_in }\nnodes: [api-test]\nservices:\n  - policy: policy.yaml\n",
+        "steering: filter_only\nfilter: { kind: wasm, path: /unused/doppel.wasm }\nnodes: [api-test]\nservices:\n  - policy: policy.yaml\n",
     )
     .expect("config");
     let engine = Engine::start(dir.path(), &config, &dir.path().join("s.redb"), free_port())
