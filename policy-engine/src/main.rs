@@ -26,6 +26,9 @@ enum Command {
     /// Drives a rollout through a running engine's API.
     #[command(subcommand)]
     Rollout(cli::rollout::RolloutCommand),
+    /// Runs the whole product on this machine: demo upstreams, the engine, Envoy with the filter,
+    /// traffic, and a rollout the engine decides (`--scenario promote|errors|latency|mirror`).
+    Demo(cli::demo::DemoArgs),
     /// Renders manifests for other control planes.
     #[command(subcommand)]
     Render(cli::render::RenderCommand),
@@ -38,5 +41,6 @@ fn main() -> ExitCode {
         Command::Serve(args) => cli::serve::main(args),
         Command::Rollout(command) => cli::rollout::main(command),
         Command::Render(command) => cli::render::main(command),
+        Command::Demo(args) => cli::demo::main(args),
     }
 }

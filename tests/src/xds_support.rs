@@ -33,14 +33,8 @@ pub fn envoy_bin() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join(".tools/bin/envoy"))
 }
 
-/// Which ADS variant Envoy speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AdsMode {
-    /// State of the world (`api_type: GRPC`).
-    Sotw,
-    /// Delta (`api_type: DELTA_GRPC`).
-    Delta,
-}
+/// Which ADS variant Envoy speaks (the engine's own type: `doppel demo` renders the same file).
+pub use doppel_engine::cli::demo::stack::AdsMode;
 
 /// `envoy/ads.yaml` pointed at `xds_port`, admin on an ephemeral port, in the given mode; its
 /// stat sink aims at a port nothing listens on (see [`render_ads_bootstrap_with_metrics`]).
@@ -59,28 +53,7 @@ pub fn render_ads_bootstrap_with_metrics(
     metrics_port: u16,
     mode: AdsMode,
 ) -> Result<String, String> {
-    let path = workspace_root().join("envoy/ads.yaml");
-    let mut text =
-        std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-    let api_type = match mode {
-        AdsMode::Sotw => "api_type: GRPC",
-        AdsMode::Delta => "api_type: DELTA_GRPC",
-    };
-    for (from, to) in [
-        ("port_value: 18000", format!("port_value: {xds_port}")),
-        ("port_value: 18001", format!("port_value: {metrics_port}")),
-        ("port_value: 9901", "port_value: 0".to_owned()),
-        ("api_type: GRPC", api_type.to_owned()),
-    ] {
-        if text.matches(from).count() != 1 {
-            return Err(format!(
-                "{}: expected `{from}` exactly once",
-                path.display()
-            ));
-        }
-        text = text.replace(from, &to);
-    }
-    Ok(text)
+    doppel_engine::cli::demo::stack::ads_bootstrap(xds_port, metrics_port, mode)
 }
 
 /// How long the tests wait for Envoy to take a push.

@@ -10,12 +10,14 @@
 //! - [`render`]: `doppel render istio POLICY`.
 //! - [`rollout`]: `doppel rollout start|status|wait|pause|resume|promote|rollback`.
 //! - [`client`]: the small HTTP client the rollout commands use.
+//! - [`demo`]: `doppel demo`: upstreams, engine, Envoy, traffic and a decision to watch.
 
 pub mod analysis_loop;
 pub mod api;
 pub mod check;
 pub mod client;
 pub mod config;
+pub mod demo;
 pub mod render;
 pub mod replay;
 pub mod rollout;

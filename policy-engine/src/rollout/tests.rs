@@ -250,6 +250,31 @@ fn rollout_traffic_states() {
 }
 
 #[test]
+fn rollout_mirror_steps_grow_the_copied_share_and_serve_nobody_from_the_shadow() {
+    let p = parse(&POLICY.replace(
+        "mode: split",
+        "mode: mirror\n  mirror:\n    methods: [GET]",
+    ))
+    .expect("mirror policy parses");
+    let mut r = rollout();
+    r.apply(&start(0)).unwrap();
+    r.apply(&pass(60_000)).unwrap();
+    for steering in [Steering::FullAds, Steering::FilterOnly] {
+        let state = TrafficState::desired(&r, &p, steering);
+        assert_eq!(state.route_weight, 0.0, "{steering:?}");
+        assert_eq!(
+            (state.filter_mode, state.filter_percent),
+            (FilterMode::Mirror, 25.0),
+            "{steering:?}"
+        );
+        assert!(state.mirroring());
+    }
+    r.apply(&command(Command::Promote, 60_001)).unwrap();
+    let promoted = TrafficState::desired(&r, &p, Steering::FullAds);
+    assert_eq!(promoted.route_weight, 100.0);
+}
+
+#[test]
 fn rollout_filter_config_follows_the_contract() {
     let p = policy();
     let mut r = rollout();

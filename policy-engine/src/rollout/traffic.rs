@@ -6,6 +6,10 @@
 //!   sample (routed to the shadow by the variant-header route).
 //! - filter-only: another control plane owns the routes; the step's weight is the filter's share.
 //!
+//! A mirror policy never serves users from the shadow before promotion: under either steering
+//! its steps grow the share of requests the filter copies, and the route keeps everything on
+//! the primary.
+//!
 //! Pending and rolled back: shadow weight 0, filter off (no split, no mirroring), in one push.
 //! Rolled back with a previous stable version named: the primary's traffic goes to it.
 //! Promoted: the shadow takes all traffic (full ADS: by the route, filter off; filter-only:
@@ -114,9 +118,9 @@ impl TrafficState {
             },
             Phase::Shadowing { .. } | Phase::Paused { .. } => {
                 let weight = rollout.current_step().map_or(0.0, |s| s.weight);
-                let (route_weight, filter_percent) = match steering {
-                    Steering::FullAds => (weight, policy.traffic.percent.get()),
-                    Steering::FilterOnly => (0.0, weight),
+                let (route_weight, filter_percent) = match (steering, policy.traffic.mode) {
+                    (_, Mode::Mirror) | (Steering::FilterOnly, _) => (0.0, weight),
+                    (Steering::FullAds, _) => (weight, policy.traffic.percent.get()),
                 };
                 TrafficState {
                     route_weight,
