@@ -18,13 +18,16 @@
 //! - [`replay`]: `doppel replay`: reading a recorded trace (JSON Lines of windows) and running
 //!   a policy over it deterministically.
 //! - [`rollout`]: the rollout state machine per policy, its store, and the snapshots it serves.
-//! - [`cli`]: the `doppel` subcommands (check, replay, serve, rollout, render); `main.rs` only
+//! - [`accesslog`]: Envoy's access logs (gRPC AccessLogService): the doppel ids of sample
+//!   shadowed requests, named in the decisions they back.
+//! - [`cli`]: the `doppel` subcommands (check, replay, serve, rollout, render, demo); `main.rs` only
 //!   dispatches to them.
 //! - [`xds`]: the ADS server (state of the world and delta) and its per-node snapshot cache.
 //! - [`alerts`]: webhook alerts (Slack, PagerDuty Events v2, JSON) with retries and de-duplication.
 //! - [`hosts`]: stratified, seeded choice of shadow hosts from an inventory or EDS endpoints.
 //! - [`resources`]: per-variant resource metrics (CPU, memory, I/O, custom) from Prometheus.
 
+pub mod accesslog;
 pub mod alerts;
 pub mod analysis;
 pub mod cli;

@@ -5,7 +5,8 @@
 //! through the [`Controller`].
 //!
 //! - A fired rule becomes `RolloutEvent::fired(at_ms, rule, action)`; its explanation goes into
-//!   the decision log with the controller's note.
+//!   the decision log with the controller's note, followed by the doppel ids of sample shadow
+//!   requests from Envoy's access logs (5xx first, then the slowest) when there are any.
 //! - An evaluated interval where nothing fired and no `rollback` or `pause` rule is holding
 //!   (waiting out its `for`) becomes `RolloutEvent::pass(at_ms)`: the machine advances the step
 //!   once its hold time has passed.
@@ -21,6 +22,7 @@ use std::time::Duration;
 
 use tokio::time::{Instant, MissedTickBehavior};
 
+use crate::accesslog::{self, SampleStore};
 use crate::analysis::{Analyzer, Evaluation, Outcome};
 use crate::ingest::WindowStore;
 use crate::policy::{Action, Policy};
@@ -28,6 +30,8 @@ use crate::rollout::{Controller, Input, Phase, Rollout, RolloutEvent, now_ms};
 
 /// Past a window's end, how long the loop waits for a flush that arrived just before it.
 const GRACE_MS: u64 = 100;
+/// Sample requests a decision names.
+const EVIDENCE: usize = 5;
 
 /// The shared controller, as the API holds it.
 pub type SharedController = Arc<Mutex<Controller>>;
@@ -53,6 +57,7 @@ struct ServiceLoop {
     service: String,
     policy: Policy,
     run: Option<Run>,
+    samples: Arc<SampleStore>,
 }
 
 /// The analysis window length the store should use for these policies: the shortest analysis
@@ -65,10 +70,12 @@ pub fn window_ms<'a>(policies: impl IntoIterator<Item = &'a Policy>, default_ms:
         .map_or(default_ms, |m| m.clamp(1, default_ms))
 }
 
-/// Runs the loops of every service under `controller` until `stop` completes.
+/// Runs the loops of every service under `controller` until `stop` completes; decisions name
+/// sample requests from `samples`.
 pub async fn run(
     controller: SharedController,
     windows: Arc<WindowStore>,
+    samples: Arc<SampleStore>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) {
     let policies: Vec<Policy> = {
@@ -85,6 +92,7 @@ pub async fn run(
             service: policy.service.clone(),
             policy,
             run: None,
+            samples: Arc::clone(&samples),
         };
         tasks.spawn(service_loop(
             state,
@@ -204,8 +212,17 @@ impl ServiceLoop {
                 "rule fired"
             );
             let event = RolloutEvent::fired(decision.at_ms, &decision.rule, decision.action);
-            let why = &decision.explanation;
-            if let Err(e) = controller.apply_explained(service, Input::Event(event), why) {
+            let evidence = self.samples.evidence(service, EVIDENCE);
+            let why = if evidence.is_empty() {
+                decision.explanation.clone()
+            } else {
+                format!(
+                    "{}; sample shadow requests (doppel id): {}",
+                    decision.explanation,
+                    accesslog::describe(&evidence)
+                )
+            };
+            if let Err(e) = controller.apply_explained(service, Input::Event(event), &why) {
                 tracing::warn!(service, error = %e, "the rollout refused a decision");
             }
         }

@@ -4,6 +4,7 @@
 //! steering: full_ads          # or filter_only
 //! filter: { kind: none }      # or { kind: wasm, path: /etc/doppel/doppel.wasm }
 //! nodes: [envoy-1]            # Envoy node ids served
+//! access_log_cluster: doppel_engine   # optional, full ADS: access logs (sample ids) to the engine
 //! services:
 //!   - policy: policies/checkout.yaml   # relative to this file
 //!     listener: 127.0.0.1:10000         # full ADS: where the service's listener binds
@@ -36,6 +37,11 @@ pub struct ServeConfig {
     pub nodes: Vec<String>,
     /// The services.
     pub services: Vec<ServiceConfig>,
+    /// Full ADS: the cluster of Envoy's bootstrap that reaches the engine's gRPC ingest
+    /// (`doppel_engine` in envoy/ads.yaml). Set, the listeners stream their access logs there and
+    /// decisions name the doppel ids of sample shadowed requests.
+    #[serde(default)]
+    pub access_log_cluster: Option<String>,
 }
 
 /// One service entry.
@@ -91,6 +97,7 @@ pub fn load(path: &Path) -> Result<Setup, String> {
         filter: config.filter,
         nodes: config.nodes,
         services,
+        access_log: config.access_log_cluster,
     })
 }
 

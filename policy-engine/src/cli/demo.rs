@@ -172,10 +172,11 @@ impl Running {
     }
 }
 
-/// Says something with the time since `start`.
+/// Says something with the time since `start` (on a terminal, over the status line).
 fn say(start: Instant, text: &str) {
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "\r\x1b[K{:>5.1}s  {text}", start.elapsed().as_secs_f64());
+    let clear = if out.is_terminal() { "\r\x1b[K" } else { "" };
+    let _ = writeln!(out, "{clear}{:>5.1}s  {text}", start.elapsed().as_secs_f64());
 }
 
 async fn run(args: DemoArgs) -> Result<bool, String> {
@@ -206,7 +207,7 @@ async fn run(args: DemoArgs) -> Result<bool, String> {
         &dir.join("serve.yaml"),
         &format!(
             "# Written by `doppel demo`.\nsteering: full_ads\nfilter: {{ kind: wasm, path: {wasm} }}\n\
-             nodes: [{NODE}]\nservices:\n  - policy: policy.yaml\n    listener: {front}\n    \
+             nodes: [{NODE}]\naccess_log_cluster: doppel_engine\nservices:\n  - policy: policy.yaml\n    listener: {front}\n    \
              endpoints:\n      checkout-v1: [\"{p}\"]\n      checkout-v2: [\"{s}\"]\n",
             wasm = quoted(&bins.wasm.display().to_string()),
             p = primary.address,

@@ -1,5 +1,5 @@
-//! `doppel serve`: the xDS server, MetricsService ingestion, the rollouts and the HTTP API in
-//! one process. State lives in the store (`--store`); a restart on the same store serves every
+//! `doppel serve`: the xDS server, MetricsService (and access-log) ingestion, the rollouts and
+//! the HTTP API in one process. State lives in the store (`--store`); a restart on the same store serves every
 //! Envoy the snapshot version it had and resumes every rollout where it was.
 
 use std::net::SocketAddr;
@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use super::analysis_loop;
 use super::api::{ApiState, router};
 use super::{config, read_token};
+use crate::accesslog::SampleStore;
 use crate::ingest::{ClusterRegistry, StoreConfig, WindowStore};
 use crate::rollout::store::Store;
 use crate::rollout::{Controller, Setup};
@@ -132,7 +133,12 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let setup = config::load(&args.config)?;
     let store = Store::open(&args.store).map_err(|e| e.to_string())?;
     let cache = Arc::new(SnapshotCache::new());
-    let windows = Arc::new(WindowStore::new(store_config(&setup), registry(&setup)));
+    let clusters = Arc::new(registry(&setup));
+    let windows = Arc::new(WindowStore::new(
+        store_config(&setup),
+        ClusterRegistry::clone(&clusters),
+    ));
+    let samples = Arc::new(SampleStore::new());
     let controller = Arc::new(Mutex::new(
         Controller::open(setup, store, Arc::clone(&cache)).map_err(|e| e.to_string())?,
     ));
@@ -155,14 +161,16 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         cache,
         until_stopped(stopped.clone()),
     ));
-    let metrics_task = tokio::spawn(crate::ingest::serve(
+    let metrics_task = tokio::spawn(crate::ingest::serve_with_access_logs(
         metrics,
         Arc::clone(&windows),
+        Some((Arc::clone(&samples), clusters)),
         until_stopped(stopped.clone()),
     ));
     let analysis_task = tokio::spawn(analysis_loop::run(
         Arc::clone(&controller),
         windows,
+        samples,
         until_stopped(stopped.clone()),
     ));
     let state = Arc::new(ApiState { controller, token });

@@ -14,7 +14,9 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::error::IngestError;
+use super::registry::ClusterRegistry;
 use super::store::WindowStore;
+use crate::accesslog::SampleStore;
 
 /// The largest message accepted. Envoy sends every stat it has in one message per flush, and
 /// the first also carries the node (about 64 KB): a large Envoy needs more than tonic's 4 MB.
@@ -30,7 +32,20 @@ pub async fn serve(
     store: Arc<WindowStore>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    serve_with_access_logs(listener, store, None, shutdown).await
+}
+
+/// [`serve`], and when `access_logs` is given, Envoy's AccessLogService on the same port: the
+/// doppel ids of sampled requests go into the [`SampleStore`], judged by the registry.
+pub async fn serve_with_access_logs(
+    listener: TcpListener,
+    store: Arc<WindowStore>,
+    access_logs: Option<(Arc<SampleStore>, Arc<ClusterRegistry>)>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
     let (stop, stopped) = watch::channel(false);
+    let access_logs = access_logs
+        .map(|(samples, registry)| crate::accesslog::server::service(samples, registry, stopped.clone()));
     let sink = MetricsSink {
         store,
         stop: stopped,
@@ -42,6 +57,7 @@ pub async fn serve(
         .http2_keepalive_interval(Some(KEEPALIVE))
         .http2_keepalive_timeout(Some(KEEPALIVE))
         .add_service(service)
+        .add_optional_service(access_logs)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             shutdown.await;
             // Envoy never ends its stream: end each one so the connections can drain.

@@ -43,6 +43,8 @@ pub struct Setup {
     pub nodes: Vec<String>,
     /// The services, by name.
     pub services: BTreeMap<String, ServiceSetup>,
+    /// Full ADS: the bootstrap cluster Envoy streams access logs to (`None`: no access log).
+    pub access_log: Option<String>,
 }
 
 /// One rollout as `status` shows it.
@@ -242,6 +244,7 @@ impl Controller {
             steering: self.setup.steering,
             filter: self.setup.filter.clone(),
             services,
+            access_log: self.setup.access_log.clone(),
         }
     }
 

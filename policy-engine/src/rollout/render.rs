@@ -13,7 +13,9 @@ use super::RolloutError;
 use super::filter_config::FilterKind;
 use super::traffic::{Steering, TrafficState};
 use crate::xds::Snapshot;
-use crate::xds::build::{ecds_filter, eds_cluster, endpoints, http_listener, variant_route};
+use crate::xds::build::{
+    ecds_filter, eds_cluster, endpoints, grpc_access_log, http_listener_logged, variant_route,
+};
 
 /// Route weights are integers out of this total, so a share of 0.01% still shows.
 pub const WEIGHT_TOTAL: u32 = 10_000;
@@ -30,7 +32,14 @@ pub struct NodeInputs {
     pub filter: FilterKind,
     /// One entry per service the node serves, in service order.
     pub services: Vec<ServiceInputs>,
+    /// Full ADS: the cluster (in Envoy's bootstrap) the listeners stream access logs to, for
+    /// the doppel ids of sample requests; `None` for no access log.
+    #[serde(default)]
+    pub access_log: Option<String>,
 }
+
+/// The access log's name (`log_name`) in Envoy's messages.
+pub const ACCESS_LOG_NAME: &str = "doppel";
 
 /// One service's part of a node's snapshot.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -98,12 +107,20 @@ pub fn render(inputs: &NodeInputs, version: u64) -> Result<Snapshot, RolloutErro
             None => Vec::new(),
         };
         let (primary, shadow) = route_units(state.route_weight);
+        let access_logs = inputs
+            .access_log
+            .iter()
+            .map(|cluster| {
+                grpc_access_log(cluster, ACCESS_LOG_NAME, crate::accesslog::logged_keys())
+            })
+            .collect();
         builder = builder
-            .listener(&http_listener(
+            .listener(&http_listener_logged(
                 &state.service,
                 listener,
                 &state.service,
                 filters,
+                access_logs,
             ))
             .route(&variant_route(
                 &state.service,

@@ -314,7 +314,38 @@ fn inputs(steering: Steering, route_weight: f64) -> NodeInputs {
             .into_iter()
             .collect(),
         }],
+        access_log: None,
     }
+}
+
+/// Whether `needle` occurs in the encoded listener `checkout` of `snapshot`.
+fn listener_mentions(snapshot: &crate::xds::Snapshot, needle: &str) -> bool {
+    let listener = snapshot
+        .resources(ResourceType::Listener)
+        .get("checkout")
+        .expect("the checkout listener");
+    listener
+        .any()
+        .value
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn rollout_render_streams_access_logs_with_the_doppel_id_only_when_asked() {
+    let mut logged = inputs(Steering::FullAds, 25.0);
+    logged.access_log = Some("doppel_engine".into());
+    let with = render(&logged, 1).unwrap();
+    for needle in [
+        "envoy.access_loggers.http_grpc",
+        "doppel_engine",
+        "wasm.doppel_id",
+        "wasm.doppel_variant",
+    ] {
+        assert!(listener_mentions(&with, needle), "{needle}");
+    }
+    let without = render(&inputs(Steering::FullAds, 25.0), 1).unwrap();
+    assert!(!listener_mentions(&without, "http_grpc"));
 }
 
 #[test]

@@ -17,6 +17,9 @@ use envoy_types::pb::envoy::config::core::v3::{
     Address, AggregatedConfigSource, ApiVersion, ConfigSource, ExtensionConfigSource,
     SocketAddress, TypedExtensionConfig,
 };
+use envoy_types::pb::envoy::config::accesslog::v3::{AccessLog, access_log};
+use envoy_types::pb::envoy::config::core::v3::grpc_service::{EnvoyGrpc, TargetSpecifier};
+use envoy_types::pb::envoy::config::core::v3::GrpcService;
 use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
@@ -29,6 +32,9 @@ use envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier;
 use envoy_types::pb::envoy::config::route::v3::weighted_cluster::ClusterWeight;
 use envoy_types::pb::envoy::config::route::v3::{
     HeaderMatcher, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster,
+};
+use envoy_types::pb::envoy::extensions::access_loggers::grpc::v3::{
+    CommonGrpcAccessLogConfig, HttpGrpcAccessLogConfig,
 };
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
@@ -138,6 +144,43 @@ pub fn http_listener(
     route_config: &str,
     filters: Vec<HttpFilter>,
 ) -> Listener {
+    http_listener_logged(name, address, route_config, filters, Vec::new())
+}
+
+/// An access log streamed over gRPC (Envoy's AccessLogService) to `cluster`, named `log_name`,
+/// carrying the filter-state objects `filter_state` of each request.
+pub fn grpc_access_log(cluster: &str, log_name: &str, filter_state: Vec<String>) -> AccessLog {
+    let config = HttpGrpcAccessLogConfig {
+        common_config: Some(CommonGrpcAccessLogConfig {
+            log_name: log_name.to_owned(),
+            grpc_service: Some(GrpcService {
+                target_specifier: Some(TargetSpecifier::EnvoyGrpc(EnvoyGrpc {
+                    cluster_name: cluster.to_owned(),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }),
+            transport_api_version: ApiVersion::V3 as i32,
+            filter_state_objects_to_log: filter_state,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    AccessLog {
+        name: "envoy.access_loggers.http_grpc".to_owned(),
+        config_type: Some(access_log::ConfigType::TypedConfig(pack(&config))),
+        ..Default::default()
+    }
+}
+
+/// [`http_listener`] whose connection manager also writes `access_logs`.
+pub fn http_listener_logged(
+    name: &str,
+    address: SocketAddr,
+    route_config: &str,
+    filters: Vec<HttpFilter>,
+    access_logs: Vec<AccessLog>,
+) -> Listener {
     let mut http_filters = filters;
     http_filters.push(HttpFilter {
         name: "envoy.filters.http.router".to_owned(),
@@ -153,6 +196,7 @@ pub fn http_listener(
             route_config_name: route_config.to_owned(),
         })),
         http_filters,
+        access_log: access_logs,
         ..Default::default()
     };
     Listener {

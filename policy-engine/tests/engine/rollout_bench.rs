@@ -59,6 +59,7 @@ async fn rollout_bench_decision_to_1000_ads_streams() {
     let up = SocketAddr::from(([127, 0, 0, 1], 9));
     let setup = Setup {
         steering: Steering::FullAds,
+        access_log: None,
         filter: FilterKind::None,
         nodes: vec!["fleet".to_owned()],
         services: BTreeMap::from([(

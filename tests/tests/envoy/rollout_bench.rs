@@ -32,6 +32,7 @@ async fn rollout_bench_decision_to_envoy_serving_new_weights() {
     let steps: Vec<(f64, &str)> = (1..=SAMPLES + 1).map(|w| (w as f64, "1ms")).collect();
     let setup = Setup {
         steering: Steering::FullAds,
+        access_log: None,
         filter: FilterKind::None,
         nodes: vec![rig.node.clone()],
         services: BTreeMap::from([(
