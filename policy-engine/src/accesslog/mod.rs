@@ -68,10 +68,12 @@ pub fn sample(entry: &HttpAccessLogEntry, registry: &ClusterRegistry) -> Option<
         .as_ref()
         .and_then(|r| r.response_code)
         .map_or(0, |code| code.value);
-    let duration_ms = common
-        .time_to_last_upstream_rx_byte
-        .as_ref()
-        .and_then(|d| u64::try_from(d.seconds).ok()?.checked_mul(1000)?.checked_add(u64::try_from(d.nanos / 1_000_000).ok()?));
+    let duration_ms = common.time_to_last_upstream_rx_byte.as_ref().and_then(|d| {
+        u64::try_from(d.seconds)
+            .ok()?
+            .checked_mul(1000)?
+            .checked_add(u64::try_from(d.nanos / 1_000_000).ok()?)
+    });
     Some((
         service.to_owned(),
         Sample {
@@ -118,7 +120,12 @@ impl SampleStore {
             .filter(|s| s.variant == Variant::Shadow)
             .collect();
         // Stable: among equals the newest stays first.
-        shadow.sort_by_key(|s| (s.status < 500, std::cmp::Reverse(s.duration_ms.unwrap_or(0))));
+        shadow.sort_by_key(|s| {
+            (
+                s.status < 500,
+                std::cmp::Reverse(s.duration_ms.unwrap_or(0)),
+            )
+        });
         shadow.into_iter().take(n).cloned().collect()
     }
 }
@@ -200,7 +207,11 @@ mod tests {
     fn samples_evidence_prefers_shadow_errors_then_slow_answers_and_stays_bounded() {
         let store = SampleStore::new();
         for i in 0..KEEP + 10 {
-            let variant = if i % 2 == 0 { Variant::Shadow } else { Variant::Primary };
+            let variant = if i % 2 == 0 {
+                Variant::Shadow
+            } else {
+                Variant::Primary
+            };
             let status = if i == KEEP + 8 || i == 4 { 500 } else { 200 };
             store.record(
                 "checkout",
@@ -217,7 +228,10 @@ mod tests {
         // d-4 fell out of the ring; the newest 5xx comes first, then the slowest.
         assert_eq!(ids[..2], [format!("d-{}", KEEP + 8), format!("d-{KEEP}")]);
         assert!(evidence.iter().all(|s| s.variant == Variant::Shadow));
-        assert_eq!(describe(&evidence[..1]), format!("d-{} (500, 10 ms)", KEEP + 8));
+        assert_eq!(
+            describe(&evidence[..1]),
+            format!("d-{} (500, 10 ms)", KEEP + 8)
+        );
         assert!(store.evidence("other", 3).is_empty());
     }
 }

@@ -176,7 +176,11 @@ impl Running {
 fn say(start: Instant, text: &str) {
     let mut out = std::io::stdout().lock();
     let clear = if out.is_terminal() { "\r\x1b[K" } else { "" };
-    let _ = writeln!(out, "{clear}{:>5.1}s  {text}", start.elapsed().as_secs_f64());
+    let _ = writeln!(
+        out,
+        "{clear}{:>5.1}s  {text}",
+        start.elapsed().as_secs_f64()
+    );
 }
 
 async fn run(args: DemoArgs) -> Result<bool, String> {
@@ -249,9 +253,15 @@ async fn run(args: DemoArgs) -> Result<bool, String> {
     )
     .await?;
     if answer.status != 200 {
-        return Err(format!("starting the rollout: {} {}", answer.status, answer.body));
+        return Err(format!(
+            "starting the rollout: {} {}",
+            answer.status, answer.body
+        ));
     }
-    say(start, "rollout of checkout v2 started; users are sending requests");
+    say(
+        start,
+        "rollout of checkout v2 started; users are sending requests",
+    );
     let outcome = watch_until_verdict(&args, &api, shadow_address, &dir, start, &mut running).await;
     stop.store(true, Ordering::Relaxed);
     for client in clients {
@@ -352,7 +362,10 @@ async fn watch_until_verdict(
             )
             .await?;
             if answer.status != 200 {
-                return Err(format!("degrading the shadow: {} {}", answer.status, answer.body));
+                return Err(format!(
+                    "degrading the shadow: {} {}",
+                    answer.status, answer.body
+                ));
             }
             fault_at = Some(start.elapsed());
             say(start, &format!("-- {words} --"));

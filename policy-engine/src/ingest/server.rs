@@ -44,8 +44,9 @@ pub async fn serve_with_access_logs(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let (stop, stopped) = watch::channel(false);
-    let access_logs = access_logs
-        .map(|(samples, registry)| crate::accesslog::server::service(samples, registry, stopped.clone()));
+    let access_logs = access_logs.map(|(samples, registry)| {
+        crate::accesslog::server::service(samples, registry, stopped.clone())
+    });
     let sink = MetricsSink {
         store,
         stop: stopped,

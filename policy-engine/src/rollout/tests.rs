@@ -251,11 +251,8 @@ fn rollout_traffic_states() {
 
 #[test]
 fn rollout_mirror_steps_grow_the_copied_share_and_serve_nobody_from_the_shadow() {
-    let p = parse(&POLICY.replace(
-        "mode: split",
-        "mode: mirror\n  mirror:\n    methods: [GET]",
-    ))
-    .expect("mirror policy parses");
+    let p = parse(&POLICY.replace("mode: split", "mode: mirror\n  mirror:\n    methods: [GET]"))
+        .expect("mirror policy parses");
     let mut r = rollout();
     r.apply(&start(0)).unwrap();
     r.apply(&pass(60_000)).unwrap();

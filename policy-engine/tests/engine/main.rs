@@ -3,6 +3,7 @@
 
 mod alerts;
 mod check;
+mod faults_sigkill;
 mod hosts;
 mod hosts_apportion;
 mod ingest_grpc;

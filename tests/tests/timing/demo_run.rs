@@ -39,8 +39,14 @@ impl Demo {
             .expect("starting doppel demo");
         let (send, lines) = mpsc::channel();
         for stream in [
-            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
         ]
         .into_iter()
         .flatten()
@@ -73,7 +79,10 @@ impl Demo {
                 }
             }
         }
-        panic!("no line with `{text}` within {timeout:?}:\n{}", self.output.join("\n"));
+        panic!(
+            "no line with `{text}` within {timeout:?}:\n{}",
+            self.output.join("\n")
+        );
     }
 
     /// Waits for the exit (collecting all output); panics after `timeout`.
@@ -151,6 +160,12 @@ fn demo_errors_scenario_rolls_back_in_under_two_minutes_and_leaves_nothing_behin
             .any(|l| l.contains("decision") && l.contains("shadow-errors-worse")),
         "the rule that fired is named:\n{text}"
     );
+    // Envoy's gRPC access log reached the engine: the decision names tagged shadow requests.
+    assert!(
+        text.lines().any(|l| l.contains("shadow-errors-worse")
+            && l.contains("sample shadow requests (doppel id): ")),
+        "the decision names sample requests by doppel id:\n{text}"
+    );
     assert!(
         text.contains("answered by the primary (0 5xx)") && text.contains(", 0 unanswered"),
         "no client request answered by the primary failed:\n{text}"
@@ -174,7 +189,15 @@ fn demo_ctrl_c_stops_every_process_it_started() {
         .expect("kill -INT");
     assert!(sent.success());
     let status = demo.wait_exit(Duration::from_secs(15));
-    assert!(!status.success(), "an interrupted demo reports it: {status}");
+    assert!(
+        !status.success(),
+        "an interrupted demo reports it: {status}"
+    );
     assert!(demo.text().contains("interrupted"), "{}", demo.text());
-    assert_eq!(processes_using(dir.path()), Vec::<String>::new(), "{}", demo.text());
+    assert_eq!(
+        processes_using(dir.path()),
+        Vec::<String>::new(),
+        "{}",
+        demo.text()
+    );
 }

@@ -96,7 +96,11 @@ impl Proc {
     ) -> Result<T, String> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(value) = std::fs::read_to_string(file).ok().as_deref().and_then(&parse) {
+            if let Some(value) = std::fs::read_to_string(file)
+                .ok()
+                .as_deref()
+                .and_then(&parse)
+            {
                 return Ok(value);
             }
             self.check_alive()?;
@@ -148,17 +152,25 @@ pub struct Upstream {
 pub async fn upstream(bin: &Path, label: &'static str, dir: &Path) -> Result<Upstream, String> {
     let mut command = Command::new(bin);
     command
-        .args(["--listen", "127.0.0.1:0", "--label", label, "--threads", "2"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--label",
+            label,
+            "--threads",
+            "2",
+        ])
         .args(super::scenario::Scenario::upstream_flags())
         .arg("--log")
         .arg(dir.join(format!("{label}-requests.jsonl")));
     let name = if label == "v1" { "primary" } else { "shadow" };
     let mut proc = Proc::spawn(name, command, dir)?;
     let out = dir.join(format!("{name}.out"));
-    let address = proc.wait_for(&out, Duration::from_secs(20), |text| {
-        text.lines().next()?.trim().parse().ok()
-    })
-    .await?;
+    let address = proc
+        .wait_for(&out, Duration::from_secs(20), |text| {
+            text.lines().next()?.trim().parse().ok()
+        })
+        .await?;
     Ok(Upstream { proc, address })
 }
 
@@ -192,14 +204,15 @@ pub async fn engine(
         .env(super::super::TOKEN_ENV, token)
         .env("RUST_LOG", "info");
     let mut proc = Proc::spawn("engine", command, dir)?;
-    let addresses = proc.wait_for(&ready, Duration::from_secs(30), |text| {
-        let json: Value = serde_json::from_str(text).ok()?;
-        Some(EngineAddresses {
-            api: json["api"].as_str()?.parse().ok()?,
-            metrics: json["metrics"].as_str()?.parse().ok()?,
+    let addresses = proc
+        .wait_for(&ready, Duration::from_secs(30), |text| {
+            let json: Value = serde_json::from_str(text).ok()?;
+            Some(EngineAddresses {
+                api: json["api"].as_str()?.parse().ok()?,
+                metrics: json["metrics"].as_str()?.parse().ok()?,
+            })
         })
-    })
-    .await?;
+        .await?;
     Ok((proc, addresses))
 }
 
@@ -211,21 +224,27 @@ pub async fn envoy(
     node: &str,
 ) -> Result<(Proc, SocketAddr), String> {
     let config = dir.join("envoy.yaml");
-    std::fs::write(&config, bootstrap)
-        .map_err(|e| format!("writing {}: {e}", config.display()))?;
+    std::fs::write(&config, bootstrap).map_err(|e| format!("writing {}: {e}", config.display()))?;
     let admin_file = dir.join("envoy-admin.txt");
     let mut command = Command::new(bin);
     command
         .arg("-c")
         .arg(&config)
         .args(["--service-node", node, "--service-cluster", "doppel-demo"])
-        .args(["--disable-hot-restart", "--concurrency", "2", "-l", "warning"])
+        .args([
+            "--disable-hot-restart",
+            "--concurrency",
+            "2",
+            "-l",
+            "warning",
+        ])
         .arg("--admin-address-path")
         .arg(&admin_file);
     let mut proc = Proc::spawn("envoy", command, dir)?;
-    let admin = proc.wait_for(&admin_file, Duration::from_secs(60), |text| {
-        text.trim().parse().ok()
-    })
-    .await?;
+    let admin = proc
+        .wait_for(&admin_file, Duration::from_secs(60), |text| {
+            text.trim().parse().ok()
+        })
+        .await?;
     Ok((proc, admin))
 }

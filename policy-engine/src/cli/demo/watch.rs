@@ -47,7 +47,10 @@ impl LogCounter {
             self.offset += n as u64;
             if let Ok(entry) = serde_json::from_str::<Value>(&line) {
                 self.requests += 1;
-                if entry["outcome"].as_str().is_some_and(|o| o.starts_with('5')) {
+                if entry["outcome"]
+                    .as_str()
+                    .is_some_and(|o| o.starts_with('5'))
+                {
                     self.errors += 1;
                 }
             }
@@ -67,7 +70,8 @@ impl LogCounter {
 
 /// The rollout status of `service` from the engine's API.
 pub async fn status(api: &str, service: &str) -> Result<Value, String> {
-    let answer = client::request(api, "GET", &format!("/v1/rollouts/{service}"), None, None).await?;
+    let answer =
+        client::request(api, "GET", &format!("/v1/rollouts/{service}"), None, None).await?;
     if answer.status != 200 {
         return Err(format!(
             "the engine answered {} to a status request: {}",
@@ -133,7 +137,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("doppel-demo-watch-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let path = dir.join("log.jsonl");
-        std::fs::write(&path, "{\"outcome\":\"200\"}\n{\"outcome\":\"500\"}\n{\"outc").expect("log");
+        std::fs::write(
+            &path,
+            "{\"outcome\":\"200\"}\n{\"outcome\":\"500\"}\n{\"outc",
+        )
+        .expect("log");
         let mut counter = LogCounter::new(path.clone());
         counter.update();
         assert_eq!((counter.requests, counter.errors), (2, 1));
@@ -155,7 +163,10 @@ mod tests {
         let mut seen = 1;
         let lines = new_decisions(&status, &mut seen);
         assert_eq!(lines.len(), 2);
-        assert!(lines[0].starts_with("decision #2: step 2 -> shadowing step 2"), "{lines:?}");
+        assert!(
+            lines[0].starts_with("decision #2: step 2 -> shadowing step 2"),
+            "{lines:?}"
+        );
         assert!(lines[1].contains("rolled_back"), "{lines:?}");
         assert!(new_decisions(&status, &mut seen).is_empty());
     }
