@@ -102,7 +102,8 @@ class Upstream:
             )
             if not os.access(binary, os.X_OK):
                 fail(f"no demo upstream at {binary}: cargo build -p doppel-demo-upstream, or set DOPPEL_UPSTREAM_BIN")
-            self.description = f"doppel-demo-upstream --threads 1 ({binary})"
+            self.name = f"doppel-demo-upstream --threads 1 ({binary})"
+            self.description = f"`doppel-demo-upstream --threads 1` (`--upstream demo`, {binary})"
             self.proc = subprocess.Popen(
                 [binary, "--listen", "127.0.0.1:0", "--threads", "1"],
                 stdout=subprocess.PIPE,
@@ -127,11 +128,12 @@ class Upstream:
                     "http { access_log off; keepalive_requests 1000000;\n"
                     f"  server {{ listen 127.0.0.1:{self.port}; location / {{ return 200 \"ok\\n\"; }} }} }}\n"
                 )
+            self.name = "nginx"
             self.description = (
-                "Debian's nginx (`nginx-light`), one worker process answering `return 200`. It is the"
-                " default because the demo upstream (`--upstream demo`; a debug build unless"
-                " DOPPEL_UPSTREAM_BIN names a release one) serves fewer requests per second on its own"
-                " than Envoy does on the direct_response route, so it would hide the filter's cost"
+                "Debian's nginx (`nginx-light`), one worker process answering `return 200`. nginx is"
+                " the default because the demo upstream (`--upstream demo`, a debug build unless"
+                " DOPPEL_UPSTREAM_BIN names a release one) serves fewer requests per second on its"
+                " own than Envoy does on the direct_response route, and would hide the filter's cost"
             )
             self.proc = subprocess.Popen(["nginx", "-p", prefix, "-c", conf], stderr=subprocess.DEVNULL)
         wait_until("the upstream", lambda: http_get(f"http://127.0.0.1:{self.port}/")[0] == 200)
@@ -240,7 +242,7 @@ def measure(args, envoy_bin, wasm):
     samples = {}
     try:
         upstream.start()
-        say(f"upstream: {upstream.description} on port {upstream.port}")
+        say(f"upstream: {upstream.name} on port {upstream.port}")
         envoys = {}
         for _, template, filter_config in CONFIGS:
             envoys[template] = Envoy(
@@ -316,7 +318,9 @@ def table(samples):
             else:
                 cost_cell = f"{cost:+.2f} µs"
                 lua_cost = costs.get("lua")
-                vs_lua = f"{cost / lua_cost:.2f}x" if lua and lua_cost and lua_cost > 0 else "—"
+                # A cost at or below zero is noise: no ratio.
+                positive = lua and lua_cost and lua_cost > 0 and cost > 0
+                vs_lua = f"{cost / lua_cost:.2f}x" if positive else "—"
             lines.append(
                 f"| {route} | {label} | {rps:,.0f} | {fmt_us(statistics.median(s['p50'] for s in runs))} "
                 f"| {fmt_us(statistics.median(s['p99'] for s in runs))} | {cost_cell} | {ratio:.3f} | {vs_lua} "
@@ -339,13 +343,15 @@ def cpu_model():
 
 def section(args, samples, upstream, envoy_bin, command):
     short = args.duration < 10 or args.rounds < 3
-    version = subprocess.run([envoy_bin, "--version"], capture_output=True, text=True).stdout.strip()
-    version = re.search(r"version: \S+", version)
-    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines()
+    version = subprocess.run([envoy_bin, "--version"], capture_output=True, text=True).stdout
+    version = re.search(r"/(\d+\.\d+\.\d+)/", version)
+    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout
+    wrk_version = re.search(r"(\d+\.\d+\.\d+)", wrk_version)
+    rounds = f"{args.rounds} round" + ("s" if args.rounds > 1 else "")
     out = [SECTION, ""]
     if short:
         out += [
-            f"**Short run ({args.duration} s x {args.rounds} round(s)): it shows that the script works; its",
+            f"**Short run ({args.duration} s x {rounds}): it shows that the script works; its",
             "figures are noise. Rerun with the defaults (10 s x 3 rounds) on a quiet machine.**",
             "",
         ]
@@ -355,9 +361,9 @@ def section(args, samples, upstream, envoy_bin, command):
         "```",
         "",
         f"Run {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} on "
-        f"{os.cpu_count()} CPUs ({cpu_model()}, load average {args.load_before:.1f} at the start); Envoy {version.group(0) if version else '?'}, "
-        f"{wrk_version[0] if wrk_version else 'wrk'}; "
-        f"{args.duration} s per run after a {args.warmup} s warm-up, {args.rounds} round(s), "
+        f"{os.cpu_count()} CPUs ({cpu_model()}, load average {args.load_before:.1f} at the start); "
+        f"Envoy {version.group(1) if version else '?'}, wrk {wrk_version.group(1) if wrk_version else '?'}; "
+        f"{args.duration} s per run after a {args.warmup} s warm-up, {rounds}, "
         f"wrk with 1 thread and {args.connections} connections.",
         "",
         table(samples),
@@ -369,19 +375,19 @@ def section(args, samples, upstream, envoy_bin, command):
         "  are in `bench/envoy/filter/`); every round starts each one in turn, in an order that",
         "  rotates from round to round, and runs wrk on both routes. Figures are medians over rounds.",
         "- **direct_response**: `/direct`, answered by Envoy itself, so the difference from no filter",
-        "  is the filter's own cost. **proxied**: `/`, sent to the upstream: "
-        f"{upstream}.",
-        "  Every Envoy's `primary` and `shadow` clusters both point at that one upstream.",
+        "  is the filter's own cost. **proxied**: `/`, sent to the upstream; every Envoy's `primary`",
+        "  and `shadow` clusters point at that one upstream.",
+        f"- **The upstream**: {upstream}.",
         "- **CPU per request over no filter** is 1/rps(config) - 1/rps(no filter), each round against",
         "  its own no-filter run, then the median: with the worker saturated, the extra time per",
         "  request the configuration costs. **req/s vs no filter** is the throughput ratio (median over",
         "  rounds); **cost vs Lua** divides the configuration's cost by the Lua filter's on the same route.",
         "- **sent to shadow**: requests the `shadow` cluster received (`cluster.shadow.upstream_rq_total`)",
         "  per request served, which checks that each configuration chose about 1%.",
-        "  The Lua filter and doppel split route their 1% to the shadow cluster when proxying (on the"
-        "  direct_response route nothing is routed, hence 0%);",
-        "  the two mirrors copy 1% of requests there on top of serving them. The native mirror is a",
-        "  router feature, so it has no direct_response row (that route never reaches the router).",
+        "  The Lua filter and doppel split route their 1% to the shadow cluster when proxying (on",
+        "  the direct_response route nothing is routed, hence 0%); the two mirrors copy 1% of",
+        "  requests there on top of serving them. The native mirror is a router feature, so it has",
+        "  no direct_response row (that route never reaches the router).",
         "- The figures are ratios from one run on a shared machine: compare rows with each other, not",
         "  with figures from another run or another machine.",
     ]
