@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::error::IngestError;
 use super::store::WindowStore;
+use crate::tls::ServerTls;
 
 /// The largest message accepted. Envoy sends every stat it has in one message per flush, and
 /// the first also carries the node (about 64 KB): a large Envoy needs more than tonic's 4 MB.
@@ -23,20 +24,42 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// How often an idle connection is pinged, and how long a ping may go unanswered.
 const KEEPALIVE: Duration = Duration::from_secs(30);
 
-/// Serves Envoy's MetricsService on `listener` into `store` until `shutdown` completes; then
-/// ends every open stream and returns once the connections are closed.
+/// Serves Envoy's MetricsService on `listener` into `store`, in plaintext, until `shutdown`
+/// completes; then ends every open stream and returns once the connections are closed.
 pub async fn serve(
     listener: TcpListener,
     store: Arc<WindowStore>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    serve_with(listener, store, None, shutdown).await
+}
+
+/// [`serve`], over TLS (mutual when `tls` has a client CA) when `tls` is given.
+pub async fn serve_with(
+    listener: TcpListener,
+    store: Arc<WindowStore>,
+    tls: Option<ServerTls>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    if let Ok(address) = listener.local_addr() {
+        tracing::info!(
+            %address,
+            tls = tls.is_some(),
+            mutual_tls = tls.as_ref().is_some_and(ServerTls::mutual),
+            "metrics server listening"
+        );
+    }
     let (stop, stopped) = watch::channel(false);
     let sink = MetricsSink {
         store,
         stop: stopped,
     };
     let service = MetricsServiceServer::new(sink).max_decoding_message_size(MAX_MESSAGE_BYTES);
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &tls {
+        builder = tls.apply(builder)?;
+    }
+    builder
         // An Envoy that vanished without closing its connection is noticed, and its stream
         // (with its state) ends.
         .http2_keepalive_interval(Some(KEEPALIVE))

@@ -12,3 +12,4 @@ mod rollout_envoy;
 mod xds_bootstrap;
 mod xds_ecds;
 mod xds_envoy;
+mod xds_tls_envoy;
