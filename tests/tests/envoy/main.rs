@@ -5,6 +5,7 @@ mod e2e_config;
 mod e2e_mirror;
 mod e2e_split;
 mod e2e_upstream;
+mod hostile_envoy;
 mod ingest_envoy;
 mod rollout_api;
 mod rollout_bench;
