@@ -10,11 +10,14 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Err(problems) = doppel_engine::policy::parse(text) {
         assert!(!problems.is_empty(), "refused without a reason");
-        let lines = text.lines().count().max(1) + 1;
+        let lines = u64::try_from(text.lines().count()).unwrap_or(u64::MAX).max(1) + 1;
         for problem in &problems {
             let position = &problem.position;
             assert!(position.line >= 1 && position.column >= 1, "{problem:?}");
-            assert!(position.line <= lines, "{problem:?} past the end of {lines} lines");
+            assert!(
+                position.line <= lines,
+                "{problem:?} past the end of {lines} lines"
+            );
         }
     }
 });

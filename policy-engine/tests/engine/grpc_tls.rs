@@ -185,9 +185,14 @@ async fn ads_server(tls: Option<ServerTls>) -> (SocketAddr, oneshot::Sender<()>)
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(doppel_engine::xds::serve_with(listener, cache, tls, async {
-        let _ = stopped.await;
-    }));
+    tokio::spawn(doppel_engine::xds::serve_with(
+        listener,
+        cache,
+        tls,
+        async {
+            let _ = stopped.await;
+        },
+    ));
     (address, stop)
 }
 
@@ -452,11 +457,7 @@ async fn tls_serve_flags_protect_both_grpc_servers() {
     );
     // The engine's xDS server: plaintext and certificate-less clients are refused; a client
     // with a certificate gets its stream.
-    assert!(
-        fetch_clusters(channel(xds, Dial::Plaintext))
-            .await
-            .is_err()
-    );
+    assert!(fetch_clusters(channel(xds, Dial::Plaintext)).await.is_err());
     assert!(
         fetch_clusters(channel(xds, Dial::Tls(&pki, None)))
             .await

@@ -255,7 +255,12 @@ impl<'h> Exchange<'h> {
     }
 
     /// [`Exchange::response`] with raw header bytes (values that are not UTF-8, many headers).
-    pub fn response_map(self, status: u16, headers: HeaderMap, end_of_stream: bool) -> Result<Self> {
+    pub fn response_map(
+        self,
+        status: u16,
+        headers: HeaderMap,
+        end_of_stream: bool,
+    ) -> Result<Self> {
         self.answer(status, headers, "via_upstream", end_of_stream)
     }
 

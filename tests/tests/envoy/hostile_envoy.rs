@@ -138,7 +138,10 @@ async fn envoy_hostile_requests_never_abort_the_filter_nor_steer_it() {
             ("x-doppel-id", b"0123456789abcdef0123456789abcdef"),
             ("x-doppel-mirror", b"1"),
         ],
-        &[("X-Doppel-Variant", b"shadow"), ("x-doppel-id", b"\xff\xfe")],
+        &[
+            ("X-Doppel-Variant", b"shadow"),
+            ("x-doppel-id", b"\xff\xfe"),
+        ],
         &[("x-doppel-variant", b"shadow\xff"), ("x-pick", b"no")],
     ];
     for (i, spoof) in spoofs.iter().enumerate() {
@@ -157,7 +160,10 @@ async fn envoy_hostile_requests_never_abort_the_filter_nor_steer_it() {
         .expect("primary log");
     for entry in primary_log.iter().filter(|e| e.path.starts_with("/spoof/")) {
         for name in ["x-doppel-variant", "x-doppel-id", "x-doppel-mirror"] {
-            assert!(entry.header(name).is_none(), "{name} reached the primary: {entry:?}");
+            assert!(
+                entry.header(name).is_none(),
+                "{name} reached the primary: {entry:?}"
+            );
         }
     }
 
@@ -187,7 +193,11 @@ async fn envoy_hostile_requests_never_abort_the_filter_nor_steer_it() {
         }
     }
     for cookie in cookies {
-        let headers = vec![line("x-pick", b"yes"), line("cookie", cookie), line("cookie", cookie)];
+        let headers = vec![
+            line("x-pick", b"yes"),
+            line("cookie", cookie),
+            line("cookie", cookie),
+        ];
         let (status, answer) = raw(stack.front, &get("/cookie", &headers)).await;
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
         sent += 1;
@@ -222,7 +232,10 @@ async fn envoy_hostile_requests_never_abort_the_filter_nor_steer_it() {
         &get("/huge", &[line("cookie", &vec![b'a'; 1 << 20])]),
     )
     .await;
-    assert!(matches!(status, 431 | 0), "a 1 MiB header answered {status}");
+    assert!(
+        matches!(status, 431 | 0),
+        "a 1 MiB header answered {status}"
+    );
     assert!(sent > 0);
 
     assert_filter_alive(&stack, service, 20).await;
@@ -251,7 +264,12 @@ async fn raw_upstream(answer: Option<Vec<u8>>) -> (SocketAddr, tokio::task::Join
 }
 
 /// A mirror setup whose primary is the demo upstream `v1` and whose shadow is `shadow`.
-async fn mirror_envoy(dir: &RunDir, name: &str, primary: &DemoUpstream, shadow: SocketAddr) -> Envoy {
+async fn mirror_envoy(
+    dir: &RunDir,
+    name: &str,
+    primary: &DemoUpstream,
+    shadow: SocketAddr,
+) -> Envoy {
     let config = json!({
         "service": "hostilemirror", "mode": "mirror", "percent": 100.0,
         "custom_metrics": ["work"],
@@ -270,7 +288,8 @@ async fn envoy_hostile_mirror_shadow_garbage_or_silence_never_touches_the_primar
     let dir = RunDir::new("hostile_mirror").expect("run dir");
     let primary = DemoUpstream::start(&dir, "v1", &[]).expect("primary");
     let garbage: Vec<u8> = [
-        b"HTTP/1.1 2x0 \xff\xfe\r\nserver-timing: work;dur=\xff\r\ncontent-length: 99999\r\n\r\n".as_slice(),
+        b"HTTP/1.1 2x0 \xff\xfe\r\nserver-timing: work;dur=\xff\r\ncontent-length: 99999\r\n\r\n"
+            .as_slice(),
         &[0xff; 4096],
     ]
     .concat();

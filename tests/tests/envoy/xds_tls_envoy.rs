@@ -12,6 +12,7 @@ use doppel_engine::ingest::{ClusterRegistry, StoreConfig, WindowStore};
 use doppel_engine::tls::{ServerTls, TlsFiles};
 use doppel_engine::xds::build::{eds_cluster, endpoints, http_listener, weighted_route};
 use doppel_engine::xds::{ResourceType, Snapshot, SnapshotCache};
+use doppel_filter::names::Variant;
 use doppel_tests::envoy_config::render_file;
 use doppel_tests::tls_support::{Ca, ENGINE_NAME};
 use doppel_tests::xds_support::{Envoy, Upstream, XDS_WAIT, http_get};
@@ -29,12 +30,14 @@ struct Engine {
 
 async fn engine(tls: &ServerTls) -> Engine {
     let cache = Arc::new(SnapshotCache::new());
-    let store = Arc::new(WindowStore::new(
-        StoreConfig::default(),
-        ClusterRegistry::new(),
-    ));
+    // Envoy's own stats of the `primary` cluster count as service `checkout`'s primary.
+    let mut registry = ClusterRegistry::new();
+    registry.insert("primary", "checkout", Variant::Primary);
+    let store = Arc::new(WindowStore::new(StoreConfig::default(), registry));
     let xds_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind xds");
-    let metrics_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind metrics");
+    let metrics_listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind metrics");
     let xds = xds_listener.local_addr().expect("xds address");
     let metrics = metrics_listener.local_addr().expect("metrics address");
     let (stop_xds, xds_stopped) = oneshot::channel::<()>();
@@ -137,7 +140,8 @@ async fn xds_tls_envoy_takes_config_and_sends_stats_over_mutual_tls() {
     let status = tokio::time::timeout(
         XDS_WAIT,
         engine.cache.wait_status("tls-good", |s| {
-            s.of(ResourceType::Listener).acked == Some(1) && s.of(ResourceType::Route).acked == Some(1)
+            s.of(ResourceType::Listener).acked == Some(1)
+                && s.of(ResourceType::Route).acked == Some(1)
         }),
     )
     .await
@@ -156,11 +160,23 @@ async fn xds_tls_envoy_takes_config_and_sends_stats_over_mutual_tls() {
     let reply = http_get(listener, "/over-tls").await.expect("request");
     assert_eq!(reply.status, 200, "{reply:?}");
     assert_eq!(reply.body, "primary");
-    assert!(good.stat("cluster.doppel_xds.ssl.handshake").await.expect("stat") >= 1);
+    assert!(
+        good.stat("cluster.doppel_xds.ssl.handshake")
+            .await
+            .expect("stat")
+            >= 1
+    );
 
-    // Its stats arrive on the TLS metrics server (flushed every second).
+    // Its stats arrive on the TLS metrics server (flushed every second): the request above is
+    // in service `checkout`'s windows.
     tokio::time::timeout(XDS_WAIT, async {
-        while engine.store.counts().accepted() == 0 {
+        while engine
+            .store
+            .sum("checkout", 0, u64::MAX)
+            .ok()
+            .flatten()
+            .is_none_or(|w| w.primary.requests == 0)
+        {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
@@ -184,7 +200,12 @@ async fn xds_tls_envoy_takes_config_and_sends_stats_over_mutual_tls() {
         }
     })
     .await
-    .unwrap_or_else(|_| panic!("the bad Envoy's handshake never failed:\n{}", bad.log_tail()));
+    .unwrap_or_else(|_| {
+        panic!(
+            "the bad Envoy's handshake never failed:\n{}",
+            bad.log_tail()
+        )
+    });
     let bad_status = engine.cache.status("tls-bad");
     assert!(
         bad_status

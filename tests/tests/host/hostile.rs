@@ -59,7 +59,10 @@ fn send(host: &mut Host, headers: HeaderMap, response: HeaderMap) -> anyhow::Res
 fn assert_primary_untouched(done: &Finished, sent: &HeaderMap) {
     assert!(done.forwarded.is_some(), "the request never went upstream");
     assert!(done.local_response.is_none(), "{:?}", done.local_response);
-    let delivered = done.delivered.as_ref().expect("an answer reached the client");
+    let delivered = done
+        .delivered
+        .as_ref()
+        .expect("an answer reached the client");
     assert_eq!(delivered.get(":status"), Some(&b"200"[..]));
     for (name, value) in sent.iter() {
         assert!(
@@ -67,7 +70,11 @@ fn assert_primary_untouched(done: &Finished, sent: &HeaderMap) {
             "response header {name} was changed or dropped"
         );
     }
-    assert_eq!(delivered.len(), sent.len() + 1, "headers added to the answer");
+    assert_eq!(
+        delivered.len(),
+        sent.len() + 1,
+        "headers added to the answer"
+    );
 }
 
 /// After the hostile input: no trap, and an ordinary request (no `x-geo`, so never chosen in
@@ -76,7 +83,11 @@ fn assert_still_working(host: &mut Host) -> anyhow::Result<()> {
     assert_eq!(host.failure(), None, "the VM trapped");
     host.advance(Duration::from_millis(1100))?;
     let before = total(host);
-    send(host, HeaderMap::from_pairs(&get("/ok", &[])), HeaderMap::new())?;
+    send(
+        host,
+        HeaderMap::from_pairs(&get("/ok", &[])),
+        HeaderMap::new(),
+    )?;
     host.advance(Duration::from_millis(1100))?;
     assert_eq!(total(host), before + 1, "the filter stopped counting");
     assert_eq!(host.failure(), None, "the VM trapped");
@@ -219,10 +230,23 @@ fn host_hostile_malformed_cookies_still_decide() -> anyhow::Result<()> {
         HeaderMap::new(),
     )?;
     // A sticky key still decides the same way every time, whatever else the header holds.
-    let first = send(&mut host, request(&[("cookie", b"uid=alice")]), HeaderMap::new())?;
-    for noise in [b"a=1; uid=alice".as_slice(), b"uid=alice; ;;=;", b"x; uid=alice"] {
+    let first = send(
+        &mut host,
+        request(&[("cookie", b"uid=alice")]),
+        HeaderMap::new(),
+    )?;
+    for noise in [
+        b"a=1; uid=alice".as_slice(),
+        b"uid=alice; ;;=;",
+        b"x; uid=alice",
+    ] {
         let again = send(&mut host, request(&[("cookie", noise)]), HeaderMap::new())?;
-        assert_eq!(again.cluster, first.cluster, "{:?}", String::from_utf8_lossy(noise));
+        assert_eq!(
+            again.cluster,
+            first.cluster,
+            "{:?}",
+            String::from_utf8_lossy(noise)
+        );
     }
     assert_still_working(&mut host)
 }
@@ -275,7 +299,10 @@ fn host_hostile_malformed_server_timing_records_only_sane_durations() -> anyhow:
             &[6_000]
         };
         for us in want {
-            assert!(samples.contains(us), "{name}: {us} missing from {samples:?}");
+            assert!(
+                samples.contains(us),
+                "{name}: {us} missing from {samples:?}"
+            );
         }
     }
     assert_still_working(&mut host)
@@ -293,7 +320,10 @@ fn host_hostile_spoofed_control_headers_are_stripped() -> anyhow::Result<()> {
             ("x-doppel-id", b"0123456789abcdef0123456789abcdef"),
             ("x-doppel-mirror", b"1"),
         ],
-        &[("x-doppel-variant", b"\xffshadow"), ("x-doppel-id", &[0xff; 64])],
+        &[
+            ("x-doppel-variant", b"\xffshadow"),
+            ("x-doppel-id", &[0xff; 64]),
+        ],
         &[("x-doppel-variant", b""), ("x-doppel-mirror", b"")],
     ];
     for spoof in spoofs {
@@ -353,8 +383,14 @@ fn host_hostile_shadow_answering_garbage_or_never_leaves_the_primary_alone() -> 
         (HeaderMap::new(), b"???".to_vec()),
         // A status that is not a number, not UTF-8, out of range, or huge.
         (HeaderMap::from_pairs(&[(":status", "abc")]), Vec::new()),
-        (HeaderMap::from_pairs(&[(":status", b"\xff\xfe".as_slice())]), Vec::new()),
-        (HeaderMap::from_pairs(&[(":status", "99999999999")]), Vec::new()),
+        (
+            HeaderMap::from_pairs(&[(":status", b"\xff\xfe".as_slice())]),
+            Vec::new(),
+        ),
+        (
+            HeaderMap::from_pairs(&[(":status", "99999999999")]),
+            Vec::new(),
+        ),
         (HeaderMap::from_pairs(&[(":status", "-200")]), Vec::new()),
         // Thousands of headers that are not UTF-8, and a 4 MiB body of noise.
         (
@@ -392,12 +428,18 @@ fn host_hostile_shadow_answering_garbage_or_never_leaves_the_primary_alone() -> 
         .finish()?;
     assert_primary_untouched(&done, &HeaderMap::new());
     host.advance(MS)?;
-    assert_eq!(host.callouts().len(), before, "no copy beyond max_in_flight");
+    assert_eq!(
+        host.callouts().len(),
+        before,
+        "no copy beyond max_in_flight"
+    );
     // A copy that never gets any answer is forgotten after timeout_ms + 60 s.
     host.advance(Duration::from_secs(62))?;
     assert_eq!(host.failure(), None);
     assert!(
-        host.counter("doppel.cart.mirror.dropped_in_flight").unwrap_or(0) >= 1,
+        host.counter("doppel.cart.mirror.dropped_in_flight")
+            .unwrap_or(0)
+            >= 1,
         "{:?}",
         host.metrics().keys().collect::<Vec<_>>()
     );
