@@ -3,6 +3,7 @@
 
 mod alerts;
 mod check;
+mod fuzz_regressions;
 mod grpc_tls;
 mod hosts;
 mod hosts_apportion;
