@@ -31,7 +31,10 @@ fn fuzz_policy_compile_lone_carriage_returns_position_inside_the_file() {
     let problems = doppel_engine::policy::parse(text).expect_err("the input is broken YAML");
     assert!(!problems.is_empty());
     let lines = yaml_lines(text);
-    assert!(lines > text.lines().count() as u64, "the input has lone CRs");
+    assert!(
+        lines > text.lines().count() as u64,
+        "the input has lone CRs"
+    );
     for problem in &problems {
         assert!(problem.position.line >= 1 && problem.position.column >= 1);
         assert!(
