@@ -240,3 +240,23 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     d.map_err(|e| format!("analysis loop: {e}"))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::check_api_address;
+
+    #[test]
+    fn serve_api_binds_loopback_unless_remote_is_allowed() {
+        for loopback in ["127.0.0.1:8700", "127.0.0.2:0", "[::1]:8700"] {
+            let address = loopback.parse().expect("address");
+            assert!(check_api_address(address, false).is_ok(), "{loopback}");
+        }
+        for remote in ["0.0.0.0:8700", "10.1.2.3:8700", "[::]:8700"] {
+            let address = remote.parse().expect("address");
+            let refused = check_api_address(address, false).expect_err(remote);
+            assert!(refused.contains(remote), "{refused}");
+            assert!(refused.contains("--allow-remote-api"), "{refused}");
+            assert!(check_api_address(address, true).is_ok(), "{remote}");
+        }
+    }
+}
