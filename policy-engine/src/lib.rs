@@ -26,6 +26,7 @@
 //! - [`alerts`]: webhook alerts (Slack, PagerDuty Events v2, JSON) with retries and de-duplication.
 //! - [`hosts`]: stratified, seeded choice of shadow hosts from an inventory or EDS endpoints.
 //! - [`resources`]: per-variant resource metrics (CPU, memory, I/O, custom) from Prometheus.
+//! - [`tls`]: TLS and mutual TLS (rustls) for the xDS and MetricsService gRPC servers.
 
 pub mod accesslog;
 pub mod alerts;
@@ -40,4 +41,5 @@ pub mod replay;
 pub mod resources;
 pub mod rollout;
 pub mod stats;
+pub mod tls;
 pub mod xds;

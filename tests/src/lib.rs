@@ -13,4 +13,5 @@ pub mod upstream;
 // Smaller runners written beside the ones above for ingestion, xDS and rollout tests.
 pub mod ingest_support;
 pub mod rollout_support;
+pub mod tls_support;
 pub mod xds_support;

@@ -20,6 +20,7 @@ use crate::accesslog::SampleStore;
 use crate::ingest::{ClusterRegistry, StoreConfig, WindowStore};
 use crate::rollout::store::Store;
 use crate::rollout::{Controller, Setup};
+use crate::tls::{ServerTls, TlsFiles};
 use crate::xds::SnapshotCache;
 
 /// `doppel serve`'s arguments.
@@ -37,9 +38,23 @@ pub struct ServeArgs {
     /// Where Envoy's MetricsService streams connect.
     #[arg(long, default_value = "127.0.0.1:18001")]
     pub metrics: SocketAddr,
-    /// Where the HTTP API listens (loopback by default).
+    /// Where the HTTP API listens (loopback by default; any other address needs
+    /// `--allow-remote-api`).
     #[arg(long, default_value = "127.0.0.1:8700")]
     pub api: SocketAddr,
+    /// Lets the API listen on a non-loopback address (put TLS and access control in front of it).
+    #[arg(long)]
+    pub allow_remote_api: bool,
+    /// The xDS and metrics servers' certificate chain (PEM): they then speak TLS only.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `--tls-cert`.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// The CA (PEM) Envoys' client certificates must chain to: mutual TLS, a client without such
+    /// a certificate is refused.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
     /// A file holding the API's bearer token (else the DOPPEL_API_TOKEN environment variable).
     #[arg(long)]
     pub token_file: Option<PathBuf>,
@@ -125,7 +140,41 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
+/// Refuses a non-loopback API address unless the operator said so: the API changes rollouts
+/// and its bearer token crosses the wire in the clear.
+pub fn check_api_address(api: SocketAddr, allow_remote: bool) -> Result<(), String> {
+    if api.ip().is_loopback() || allow_remote {
+        return Ok(());
+    }
+    Err(format!(
+        "--api {api} is not a loopback address: the API would be reachable from the network \
+         with its bearer token in plaintext; pass --allow-remote-api to do it anyway"
+    ))
+}
+
+/// The gRPC servers' TLS setup from the flags, loaded and checked now.
+fn server_tls(args: &ServeArgs) -> Result<Option<ServerTls>, String> {
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return Ok(None);
+    };
+    let files = TlsFiles {
+        cert: cert.clone(),
+        key: key.clone(),
+        client_ca: args.tls_client_ca.clone(),
+    };
+    ServerTls::load(&files).map(Some).map_err(|e| e.to_string())
+}
+
 async fn serve(args: ServeArgs) -> Result<(), String> {
+    check_api_address(args.api, args.allow_remote_api)?;
+    let tls = server_tls(&args)?;
+    if tls.is_none() {
+        for (address, what) in [(args.xds, "xDS"), (args.metrics, "metrics")] {
+            if !address.ip().is_loopback() {
+                tracing::warn!(%address, server = what, "a plaintext gRPC server listens beyond loopback: pass --tls-cert, --tls-key and --tls-client-ca");
+            }
+        }
+    }
     let token = read_token(args.token_file.as_deref())?;
     if token.is_none() {
         tracing::warn!("no API token configured: state-changing API requests are refused");
@@ -156,14 +205,16 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let until_stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let xds_task = tokio::spawn(crate::xds::serve(
+    let xds_task = tokio::spawn(crate::xds::serve_with(
         xds,
         cache,
+        tls.clone(),
         until_stopped(stopped.clone()),
     ));
     let metrics_task = tokio::spawn(crate::ingest::serve_with_access_logs(
         metrics,
         Arc::clone(&windows),
+        tls,
         Some((Arc::clone(&samples), clusters)),
         until_stopped(stopped.clone()),
     ));
@@ -196,4 +247,24 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .map_err(|e| format!("API: {e}"))?;
     d.map_err(|e| format!("analysis loop: {e}"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_api_address;
+
+    #[test]
+    fn serve_api_binds_loopback_unless_remote_is_allowed() {
+        for loopback in ["127.0.0.1:8700", "127.0.0.2:0", "[::1]:8700"] {
+            let address = loopback.parse().expect("address");
+            assert!(check_api_address(address, false).is_ok(), "{loopback}");
+        }
+        for remote in ["0.0.0.0:8700", "10.1.2.3:8700", "[::]:8700"] {
+            let address = remote.parse().expect("address");
+            let refused = check_api_address(address, false).expect_err(remote);
+            assert!(refused.contains(remote), "{refused}");
+            assert!(refused.contains("--allow-remote-api"), "{refused}");
+            assert!(check_api_address(address, true).is_ok(), "{remote}");
+        }
+    }
 }

@@ -29,6 +29,6 @@ pub mod wire;
 pub use convert::{Field, Flush, MirrorStat, Update, Value};
 pub use error::{Counts, IngestError};
 pub use registry::ClusterRegistry;
-pub use server::{MAX_MESSAGE_BYTES, serve, serve_with_access_logs};
+pub use server::{MAX_MESSAGE_BYTES, serve, serve_with, serve_with_access_logs};
 pub use store::{IngestReport, StoreConfig, WindowStore};
 pub use stream::{CounterMode, Stream};

@@ -17,6 +17,7 @@ use super::error::IngestError;
 use super::registry::ClusterRegistry;
 use super::store::WindowStore;
 use crate::accesslog::SampleStore;
+use crate::tls::ServerTls;
 
 /// The largest message accepted. Envoy sends every stat it has in one message per flush, and
 /// the first also carries the node (about 64 KB): a large Envoy needs more than tonic's 4 MB.
@@ -25,24 +26,43 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// How often an idle connection is pinged, and how long a ping may go unanswered.
 const KEEPALIVE: Duration = Duration::from_secs(30);
 
-/// Serves Envoy's MetricsService on `listener` into `store` until `shutdown` completes; then
-/// ends every open stream and returns once the connections are closed.
+/// Serves Envoy's MetricsService on `listener` into `store`, in plaintext, until `shutdown`
+/// completes; then ends every open stream and returns once the connections are closed.
 pub async fn serve(
     listener: TcpListener,
     store: Arc<WindowStore>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    serve_with_access_logs(listener, store, None, shutdown).await
+    serve_with(listener, store, None, shutdown).await
 }
 
-/// [`serve`], and when `access_logs` is given, Envoy's AccessLogService on the same port: the
-/// doppel ids of sampled requests go into the [`SampleStore`], judged by the registry.
+/// [`serve`], over TLS (mutual when `tls` has a client CA) when `tls` is given.
+pub async fn serve_with(
+    listener: TcpListener,
+    store: Arc<WindowStore>,
+    tls: Option<ServerTls>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    serve_with_access_logs(listener, store, tls, None, shutdown).await
+}
+
+/// [`serve_with`], and when `access_logs` is given, Envoy's AccessLogService on the same port:
+/// the doppel ids of sampled requests go into the [`SampleStore`], judged by the registry.
 pub async fn serve_with_access_logs(
     listener: TcpListener,
     store: Arc<WindowStore>,
+    tls: Option<ServerTls>,
     access_logs: Option<(Arc<SampleStore>, Arc<ClusterRegistry>)>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    if let Ok(address) = listener.local_addr() {
+        tracing::info!(
+            %address,
+            tls = tls.is_some(),
+            mutual_tls = tls.as_ref().is_some_and(ServerTls::mutual),
+            "metrics server listening"
+        );
+    }
     let (stop, stopped) = watch::channel(false);
     let access_logs = access_logs.map(|(samples, registry)| {
         crate::accesslog::server::service(samples, registry, stopped.clone())
@@ -52,7 +72,11 @@ pub async fn serve_with_access_logs(
         stop: stopped,
     };
     let service = MetricsServiceServer::new(sink).max_decoding_message_size(MAX_MESSAGE_BYTES);
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &tls {
+        builder = tls.apply(builder)?;
+    }
+    builder
         // An Envoy that vanished without closing its connection is noticed, and its stream
         // (with its state) ends.
         .http2_keepalive_interval(Some(KEEPALIVE))

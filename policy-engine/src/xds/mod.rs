@@ -56,5 +56,5 @@ mod stream;
 pub use cache::{Nack, NodeStatus, SnapshotCache, TypeStatus};
 pub use error::SnapshotError;
 pub use resource::{Resource, ResourceType};
-pub use server::{AdsService, serve};
+pub use server::{AdsService, serve, serve_with};
 pub use snapshot::{Snapshot, SnapshotBuilder, TypeResources};

@@ -18,6 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::cache::SnapshotCache;
 use super::protocol::{Delta, Sotw};
 use super::stream::{self, Protocol};
+use crate::tls::ServerTls;
 
 /// Responses queued per stream before the loop waits for the client to read.
 const STREAM_BUFFER: usize = 16;
@@ -79,15 +80,30 @@ impl AggregatedDiscoveryService for AdsService {
     }
 }
 
-/// Serves ADS for `cache` on `listener` until `shutdown` completes; then ends every stream
-/// (Envoy keeps its config and reconnects) and returns.
+/// Serves ADS for `cache` on `listener` in plaintext until `shutdown` completes; then ends
+/// every stream (Envoy keeps its config and reconnects) and returns.
 pub async fn serve(
     listener: TcpListener,
     cache: Arc<SnapshotCache>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
+    serve_with(listener, cache, None, shutdown).await
+}
+
+/// [`serve`], over TLS (mutual when `tls` has a client CA) when `tls` is given.
+pub async fn serve_with(
+    listener: TcpListener,
+    cache: Arc<SnapshotCache>,
+    tls: Option<ServerTls>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
     if let Ok(address) = listener.local_addr() {
-        tracing::info!(%address, "xds server listening");
+        tracing::info!(
+            %address,
+            tls = tls.is_some(),
+            mutual_tls = tls.as_ref().is_some_and(ServerTls::mutual),
+            "xds server listening"
+        );
     }
     let (closing, closed) = watch::channel(false);
     let signal = async move {
@@ -95,7 +111,11 @@ pub async fn serve(
         tracing::info!("xds server shutting down");
         closing.send_replace(true);
     };
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &tls {
+        builder = tls.apply(builder)?;
+    }
+    builder
         .add_service(AdsService::new(cache, closed).into_server())
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
         .await

@@ -4,6 +4,8 @@
 mod alerts;
 mod check;
 mod faults_sigkill;
+mod fuzz_regressions;
+mod grpc_tls;
 mod hosts;
 mod hosts_apportion;
 mod ingest_grpc;

@@ -393,6 +393,17 @@ impl Host {
         self.deliver(token, Some(response))
     }
 
+    /// The upstream answers callout `token` with exactly these headers (`:status` included, or
+    /// not: a garbled answer) and body.
+    pub fn answer_map(&mut self, token: u32, headers: HeaderMap, body: &[u8]) -> Result<()> {
+        let response = CallResponse {
+            headers,
+            body: body.to_vec(),
+            trailers: HeaderMap::new(),
+        };
+        self.deliver(token, Some(response))
+    }
+
     /// Callout `token` times out: Envoy's router answers it itself with a 504 and the body
     /// `upstream request timeout` (no `x-envoy-upstream-service-time`).
     pub fn time_out(&mut self, token: u32) -> Result<()> {

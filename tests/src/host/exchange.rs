@@ -96,10 +96,18 @@ impl Host {
 
     /// Starts a stream; with `end_of_stream` false, send the body with [`Exchange::body`].
     pub fn open(&mut self, headers: &[(&str, &str)], end_of_stream: bool) -> Result<Exchange<'_>> {
+        self.open_map(header_map(headers), end_of_stream)
+    }
+
+    /// [`Host::open`] with a header map of raw bytes (values that are not UTF-8, repeated names).
+    pub fn open_map(
+        &mut self,
+        request_headers: HeaderMap,
+        end_of_stream: bool,
+    ) -> Result<Exchange<'_>> {
         let id = self.new_context_id();
         let root = self.root_id();
         let now = self.now_ns();
-        let request_headers = header_map(headers);
         let count = request_headers.len() as u32;
         self.store.data_mut().http.insert(
             id,
@@ -244,6 +252,16 @@ impl<'h> Exchange<'h> {
         let mut map = header_map(headers);
         map.add("x-envoy-upstream-service-time", elapsed_ms.as_bytes());
         self.answer(status, map, "via_upstream", end_of_stream)
+    }
+
+    /// [`Exchange::response`] with raw header bytes (values that are not UTF-8, many headers).
+    pub fn response_map(
+        self,
+        status: u16,
+        headers: HeaderMap,
+        end_of_stream: bool,
+    ) -> Result<Self> {
+        self.answer(status, headers, "via_upstream", end_of_stream)
     }
 
     /// Envoy's router answers itself because the upstream reset the stream before answering

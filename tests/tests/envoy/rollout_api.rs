@@ -48,6 +48,17 @@ async fn rollout_api_guards_state_changes_with_the_token() {
         .await
         .expect("answer");
     assert_eq!(again.status, 409, "one rollout at a time: {}", again.body);
+    // An unauthenticated pause is refused and changes nothing.
+    for token in [None, Some("rollout-test-tokeN")] {
+        let pause = request(&api, "POST", "/v1/rollouts/checkout/pause", token, None)
+            .await
+            .expect("answer");
+        assert_eq!(pause.status, 401, "{}", pause.body);
+    }
+    let still = request(&api, "GET", "/v1/rollouts/checkout", None, None)
+        .await
+        .expect("answer");
+    assert!(still.body.contains("shadowing"), "{}", still.body);
     assert!(again.body.contains("shadowing"), "{}", again.body);
     let unknown = request(&api, "POST", "/v1/rollouts/nope/pause", Some(TOKEN), None)
         .await

@@ -3,6 +3,7 @@
 
 mod abi;
 mod config;
+mod hostile;
 mod ids;
 mod mirror;
 mod split;
