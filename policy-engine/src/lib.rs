@@ -24,6 +24,7 @@
 //! - [`alerts`]: webhook alerts (Slack, PagerDuty Events v2, JSON) with retries and de-duplication.
 //! - [`hosts`]: stratified, seeded choice of shadow hosts from an inventory or EDS endpoints.
 //! - [`resources`]: per-variant resource metrics (CPU, memory, I/O, custom) from Prometheus.
+//! - [`synthetic`]: synthetic probes sent to primary and shadow at the same moment.
 
 pub mod alerts;
 pub mod analysis;
@@ -37,4 +38,5 @@ pub mod replay;
 pub mod resources;
 pub mod rollout;
 pub mod stats;
+pub mod synthetic;
 pub mod xds;

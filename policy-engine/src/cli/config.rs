@@ -11,6 +11,10 @@
 //!       checkout-v1: [127.0.0.1:8081]
 //!       checkout-v2: [127.0.0.1:8082]
 //! ```
+//!
+//! A policy with a `hosts:` section gets its shadow cluster's endpoints from the hosts chosen
+//! from its inventory (they replace any listed here). Either way, a shadow endpoint that is
+//! also one of the primary's is refused, naming the address.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,7 +22,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::hosts;
 use crate::policy;
+use crate::policy::validate::endpoint_overlap;
 use crate::rollout::filter_config::FilterKind;
 use crate::rollout::{ServiceSetup, Setup, Steering};
 
@@ -74,10 +80,29 @@ pub fn load(path: &Path) -> Result<Setup, String> {
             ));
         }
         let name = policy.service.clone();
+        let mut endpoints = service.endpoints;
+        if let Some(config) = &policy.hosts {
+            let dir = file.parent().unwrap_or(Path::new("."));
+            let chosen = shadow_hosts(config, dir)
+                .map_err(|e| format!("{}: service `{name}`: hosts: {e}", file.display()))?;
+            endpoints.insert(policy.shadow_cluster.clone(), chosen);
+        }
+        let of = |cluster: &str| endpoints.get(cluster).cloned().unwrap_or_default();
+        if let Some(address) = endpoint_overlap(
+            &of(&policy.primary.cluster),
+            &of(&policy.shadow_cluster),
+        ) {
+            return Err(format!(
+                "{}: service `{name}`: the shadow cluster `{}` and the primary cluster `{}` share the endpoint {address}: the shadow must not share the primary's endpoints",
+                path.display(),
+                policy.shadow_cluster,
+                policy.primary.cluster
+            ));
+        }
         let setup = ServiceSetup {
             policy,
             listener: service.listener,
-            endpoints: service.endpoints,
+            endpoints,
         };
         if services.insert(name.clone(), setup).is_some() {
             return Err(format!(
@@ -92,6 +117,40 @@ pub fn load(path: &Path) -> Result<Setup, String> {
         nodes: config.nodes,
         services,
     })
+}
+
+/// The shadow's hosts chosen by a policy's `hosts:` section, as socket addresses; the
+/// selection's report is logged. Hosts must be IP addresses here (Envoy's STATIC clusters).
+fn shadow_hosts(config: &hosts::HostSelectionConfig, dir: &Path) -> Result<Vec<SocketAddr>, String> {
+    let inventory = config.load_inventory(dir).map_err(|e| e.to_string())?;
+    let selection = hosts::select(&inventory, config).map_err(|e| e.to_string())?;
+    let largest_drift = selection
+        .labels
+        .iter()
+        .map(|(label, report)| format!("{label}: {:.3}", report.max_difference))
+        .collect::<Vec<_>>()
+        .join(", ");
+    tracing::info!(
+        hosts = selection.hosts.len(),
+        seed = selection.seed,
+        largest_drift,
+        "shadow hosts chosen by stratum"
+    );
+    selection
+        .hosts
+        .iter()
+        .map(|h| {
+            format!("{}:{}", h.address, h.port)
+                .parse::<SocketAddr>()
+                .or_else(|_| format!("[{}]:{}", h.address, h.port).parse())
+                .map_err(|_| {
+                    format!(
+                        "host `{}` has address `{}`: the shadow's endpoints must be IP addresses",
+                        h.id, h.address
+                    )
+                })
+        })
+        .collect()
 }
 
 #[cfg(test)]

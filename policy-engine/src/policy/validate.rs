@@ -2,18 +2,22 @@
 //! than stopping at the first. The ranges follow the filter's config (docs/filter-config.md).
 
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::sync::Arc;
 
 use serde_saphyr::Spanned;
 
 use super::expr;
 use super::model::*;
+use crate::hosts::select;
+use crate::synthetic::{BodyMatch, Probe};
 use super::raw::*;
 use super::{Position, Problem, position_in_value};
 use crate::context::{RuleContext, Schema};
 
-/// Validates a raw policy whose source is `text`.
-pub fn validate(raw: RawPolicy, text: &str) -> Result<Policy, Vec<Problem>> {
+/// Validates a raw policy whose source is `text`; with the policy file's `dir`, a `hosts:`
+/// section's inventory is read and the shadow's hosts chosen too.
+pub fn validate(raw: RawPolicy, text: &str, dir: Option<&Path>) -> Result<Policy, Vec<Problem>> {
     let mut v = Validator {
         text,
         problems: Vec::new(),
@@ -39,9 +43,32 @@ pub fn validate(raw: RawPolicy, text: &str) -> Result<Policy, Vec<Problem>> {
     }
     let traffic = v.traffic(&raw.traffic);
     let analysis = v.analysis(&raw.analysis);
-    let rules = v.rules(&raw.rules, &traffic.custom_metrics);
+    let alerts = raw.alerts.as_ref().and_then(|a| {
+        v.section(a, "alerts", a.value.validate().map_err(|e| e.to_string()))
+    });
+    let resources = raw.resources.as_ref().and_then(|r| {
+        v.section(r, "resources", r.value.validate().map_err(|e| e.to_string()))
+    });
+    let hosts = raw.hosts.as_ref().and_then(|h| {
+        let checked = match dir {
+            Some(dir) => h
+                .value
+                .load_inventory(dir)
+                .and_then(|inventory| select(&inventory, &h.value))
+                .map(|_| ()),
+            None => h.value.validate(),
+        };
+        v.section(h, "hosts", checked.map_err(|e| e.to_string()))
+    });
+    let isolation = v.isolation(raw.isolation.as_ref());
+    let synthetic = v.probes(&raw.synthetic, isolation.isolated);
+    let rules = v.rules(
+        &raw.rules,
+        &traffic.custom_metrics,
+        &resource_names(resources.as_ref()),
+        !synthetic.is_empty(),
+    );
     let steps = v.steps(&raw.steps);
-    let alerts = v.alerts(&raw.alerts);
     let mut problems = v.problems;
     if !problems.is_empty() {
         problems.sort_by_key(|p| p.position);
@@ -56,6 +83,10 @@ pub fn validate(raw: RawPolicy, text: &str) -> Result<Policy, Vec<Problem>> {
         rules,
         steps,
         alerts,
+        resources,
+        hosts,
+        synthetic,
+        isolation,
     };
     // The filter's own parser has the last word on the config this policy pushes.
     let percent = policy.traffic.percent.get();
@@ -368,12 +399,18 @@ impl Validator<'_> {
         }
     }
 
-    fn rules(&mut self, rules: &Spanned<Vec<RawRule>>, custom: &[String]) -> Vec<Rule> {
+    fn rules(
+        &mut self,
+        rules: &Spanned<Vec<RawRule>>,
+        custom: &[String],
+        resources: &[String],
+        probes: bool,
+    ) -> Vec<Rule> {
         if rules.value.is_empty() {
             self.problem(rules, "rules", "a policy needs at least one rule".into());
         }
-        let schema = Schema::of(custom);
-        let sample = RuleContext::sample(custom);
+        let schema = Schema::with(custom, resources);
+        let sample = RuleContext::sample_with(custom, resources);
         let mut names = BTreeSet::new();
         let mut out = Vec::new();
         for r in &rules.value {
@@ -427,6 +464,16 @@ impl Validator<'_> {
                 None => action.map(Action::default_severity),
             };
             let checked = match expr::check(&r.when.value, &schema, &sample) {
+                Ok(c) if !probes && c.fields.iter().any(|f| f.starts_with("synthetic.")) => {
+                    self.problem(
+                        &r.when,
+                        "synthetic",
+                        format!(
+                            "rule `{name}` reads synthetic.* but the policy has no `synthetic:` probes"
+                        ),
+                    );
+                    None
+                }
                 Ok(c) => Some(c),
                 Err(problems) => {
                     for p in problems {
@@ -492,23 +539,278 @@ impl Validator<'_> {
         out
     }
 
-    fn alerts(&mut self, alerts: &[Spanned<String>]) -> Vec<String> {
-        let mut seen = BTreeSet::new();
-        alerts
-            .iter()
-            .map(|a| {
-                let name = self.name(a, "alerts entry", 64, "[a-z0-9_-]", |c| {
-                    c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-'
-                });
-                if !seen.insert(name.clone()) {
+    /// A section whose own type checks itself: its error, if any, at the section's position.
+    fn section<T: Clone>(
+        &mut self,
+        s: &Spanned<T>,
+        field: &str,
+        checked: Result<(), String>,
+    ) -> Option<T> {
+        match checked {
+            Ok(()) => Some(s.value.clone()),
+            Err(e) => {
+                self.problem(s, "section", format!("{field}: {e}"));
+                None
+            }
+        }
+    }
+
+    fn isolation(&mut self, raw: Option<&RawIsolation>) -> Isolation {
+        let Some(raw) = raw else {
+            return Isolation::default();
+        };
+        let mut names = BTreeSet::new();
+        let mut backends = Vec::new();
+        for b in &raw.backends {
+            let name = b.value.name.value.clone();
+            if name.trim().is_empty() {
+                self.problem(&b.value.name, "name", "a backend needs a name".into());
+            } else if !names.insert(name.clone()) {
+                self.problem(
+                    &b.value.name,
+                    "duplicate",
+                    format!("backend `{name}` is listed twice"),
+                );
+            }
+            for (side, list) in [("primary", &b.value.primary), ("shadow", &b.value.shadow)] {
+                if list.is_empty() {
                     self.problem(
-                        a,
-                        "duplicate",
-                        format!("alert sink `{name}` is listed twice"),
+                        b,
+                        "backend",
+                        format!("backend `{name}` lists no {side} address"),
                     );
                 }
-                name
-            })
-            .collect()
+                for a in list.iter().filter(|a| a.value.trim().is_empty()) {
+                    self.problem(a, "backend", format!("backend `{name}`: empty {side} address"));
+                }
+            }
+            let primary: BTreeSet<String> = b
+                .value
+                .primary
+                .iter()
+                .map(|a| normalize_address(&a.value))
+                .collect();
+            for a in &b.value.shadow {
+                if primary.contains(&normalize_address(&a.value)) {
+                    self.problem(
+                        a,
+                        "isolation",
+                        format!(
+                            "backend `{name}`: the shadow's address {} is also the primary's: the shadow must not share it",
+                            a.value
+                        ),
+                    );
+                }
+            }
+            backends.push(Backend {
+                name,
+                primary: b.value.primary.iter().map(|a| a.value.clone()).collect(),
+                shadow: b.value.shadow.iter().map(|a| a.value.clone()).collect(),
+            });
+        }
+        Isolation {
+            isolated: raw.isolated.as_ref().is_some_and(|i| i.value),
+            backends,
+        }
     }
+
+    fn probes(&mut self, raw: &[Spanned<RawProbe>], isolated: bool) -> Vec<Probe> {
+        let mut names = BTreeSet::new();
+        let mut out = Vec::new();
+        for p in raw {
+            let r = &p.value;
+            let name = self.name(&r.name, "synthetic probe name", 64, "[a-z0-9_-]", |c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-'
+            });
+            if !names.insert(name.clone()) {
+                self.problem(
+                    &r.name,
+                    "duplicate",
+                    format!("synthetic probe `{name}` is defined twice"),
+                );
+            }
+            let method = match &r.method {
+                Some(m) => {
+                    if m.value.is_empty() || !m.value.chars().all(|c| c.is_ascii_uppercase()) {
+                        self.problem(
+                            m,
+                            "method",
+                            format!(
+                                "probe `{name}`: `{}` is not an upper-case HTTP method",
+                                m.value
+                            ),
+                        );
+                    }
+                    m.value.clone()
+                }
+                None => "GET".to_owned(),
+            };
+            let path = r.path.value.clone();
+            if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                self.problem(
+                    &r.path,
+                    "path",
+                    format!("probe `{name}`: path `{path}` must start with / and hold no spaces"),
+                );
+            }
+            let mut headers = Vec::new();
+            for (h, value) in &r.headers {
+                let ok = !h.is_empty()
+                    && h.chars().all(|c| {
+                        c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.!#$%&'*+^`|~".contains(c)
+                    });
+                if !ok {
+                    self.problem(
+                        value,
+                        "header",
+                        format!("probe `{name}`: header `{h}` must be a lower-case header name"),
+                    );
+                }
+                if value.value.chars().any(|c| c.is_control()) {
+                    self.problem(
+                        value,
+                        "header",
+                        format!("probe `{name}`: the value of header `{h}` holds a control character"),
+                    );
+                }
+                headers.push((h.clone(), value.value.clone()));
+            }
+            let (status, body_match) = match &r.expect {
+                None => (200, None),
+                Some(e) => {
+                    let status = match &e.status {
+                        Some(s) if !(100..=599).contains(&s.value) => {
+                            self.problem(
+                                s,
+                                "range",
+                                format!("probe `{name}`: status {} is outside [100, 599]", s.value),
+                            );
+                            200
+                        }
+                        Some(s) => u16::try_from(s.value).unwrap_or(200),
+                        None => 200,
+                    };
+                    let body_match = match (&e.body_contains, &e.body_matches) {
+                        (Some(c), None) => Some(BodyMatch::Contains(c.value.clone())),
+                        (None, Some(m)) => match regex::Regex::new(&m.value) {
+                            Ok(re) => Some(BodyMatch::Regex(re)),
+                            Err(err) => {
+                                self.problem(
+                                    m,
+                                    "regex",
+                                    format!(
+                                        "probe `{name}`: body_matches is not a regular expression: {err}"
+                                    ),
+                                );
+                                None
+                            }
+                        },
+                        (Some(c), Some(_)) => {
+                            self.problem(
+                                c,
+                                "expect",
+                                format!(
+                                    "probe `{name}`: give one of body_contains or body_matches, not both"
+                                ),
+                            );
+                            None
+                        }
+                        (None, None) => None,
+                    };
+                    (status, body_match)
+                }
+            };
+            let latency_budget_ms = match &r.latency_budget {
+                Some(b) => {
+                    let ms = self.duration(b, &format!("probe `{name}` latency_budget"));
+                    if ms > 60_000 {
+                        self.problem(
+                            b,
+                            "range",
+                            format!("probe `{name}`: latency_budget is above 60s"),
+                        );
+                    }
+                    ms
+                }
+                None => 1_000,
+            };
+            let every_ms = match &r.rate {
+                Some(rate) => parse_rate(&rate.value).unwrap_or_else(|| {
+                    self.problem(
+                        rate,
+                        "rate",
+                        format!(
+                            "probe `{name}`: rate `{}` is not N/s, N/m, N/h or 1/<duration> (at most 10/s, at least 1/h)",
+                            rate.value
+                        ),
+                    );
+                    10_000
+                }),
+                None => 10_000,
+            };
+            let probe = Probe {
+                name,
+                method,
+                path,
+                headers,
+                body: r.body.clone(),
+                status,
+                body_match,
+                latency_budget_ms,
+                every_ms,
+            };
+            if !probe.is_safe() && !isolated {
+                let at = r.method.as_ref().map_or_else(|| at(&r.name), at);
+                self.problems.push(Problem::new(
+                    at,
+                    "isolation",
+                    format!(
+                        "probe `{}`: method {} can change state, and the shadow is not isolated: set `isolation: {{ isolated: true }}` once the shadow shares no data with the primary, or probe with GET, HEAD or OPTIONS",
+                        probe.name, probe.method
+                    ),
+                ));
+            }
+            out.push(probe);
+        }
+        out
+    }
+}
+
+/// The first shadow endpoint that is also one of the primary's, if any: a shadow that shares
+/// an endpoint with the primary is not a shadow.
+pub fn endpoint_overlap(
+    primary: &[std::net::SocketAddr],
+    shadow: &[std::net::SocketAddr],
+) -> Option<std::net::SocketAddr> {
+    shadow.iter().find(|a| primary.contains(a)).copied()
+}
+
+/// `host:port` in lower case without spaces, so `DB.internal:5432` and `db.internal:5432` are
+/// one address.
+pub fn normalize_address(address: &str) -> String {
+    address.trim().to_ascii_lowercase()
+}
+
+/// A probe rate as the time between runs in milliseconds: `N/s`, `N/m`, `N/h`, or
+/// `1/<duration>` (`1/10s`); between 10 per second and 1 per hour.
+///
+/// ```
+/// use doppel_engine::policy::validate::parse_rate;
+/// assert_eq!(parse_rate("2/s"), Some(500));
+/// assert_eq!(parse_rate("6/m"), Some(10_000));
+/// assert_eq!(parse_rate("1/30s"), Some(30_000));
+/// assert!(parse_rate("100/s").is_none() && parse_rate("fast").is_none());
+/// ```
+pub fn parse_rate(text: &str) -> Option<u64> {
+    let (count, per) = text.trim().split_once('/')?;
+    let count: u64 = count.trim().parse().ok().filter(|n| *n > 0)?;
+    let per_ms = match per.trim() {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        other => u64::try_from(parse_duration(other)?.as_millis()).ok()?,
+    };
+    let every = per_ms / count;
+    (100..=3_600_000).contains(&every).then_some(every)
 }

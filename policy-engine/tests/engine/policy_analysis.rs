@@ -63,7 +63,7 @@ fn policy_rules_wait_for_the_minimum_sample_and_say_so() {
     );
     assert_eq!(evals.len(), 4);
     assert!(
-        matches!(&evals[0].outcome, Outcome::Inconclusive { reason } if reason.contains("shadow 40"))
+        matches!(&evals[0].outcome, Outcome::Inconclusive { reason, .. } if reason.contains("shadow 40"))
     );
     assert!(matches!(evals[1].outcome, Outcome::Inconclusive { .. }));
     assert!(matches!(evals[2].outcome, Outcome::Evaluated { .. }));
