@@ -192,4 +192,37 @@ mod tests {
             .expect("filter-only needs no listener");
         assert_eq!(only.steering, Steering::FilterOnly);
     }
+
+    #[test]
+    fn rollout_hosts_choice_becomes_the_shadow_endpoints_and_overlap_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let inventory = "hosts:\n\
+            \x20 - {id: a1, address: 10.0.1.1, port: 80, labels: {zone: a}}\n\
+            \x20 - {id: a2, address: 10.0.1.2, port: 80, labels: {zone: a}}\n\
+            \x20 - {id: a3, address: 10.0.1.3, port: 80, labels: {zone: a}}\n\
+            \x20 - {id: b1, address: 10.0.2.1, port: 80, labels: {zone: b}}\n";
+        std::fs::write(dir.path().join("inv.yaml"), inventory).expect("inventory");
+        let policy = format!("{POLICY}hosts:\n  inventory: inv.yaml\n  size: 2\n  strata: [zone]\n  seed: 3\n");
+        std::fs::write(dir.path().join("p.yaml"), policy).expect("policy");
+        let write = |endpoints: &str| {
+            let path = dir.path().join("serve.yaml");
+            std::fs::write(
+                &path,
+                format!("nodes: [e1]\nservices:\n  - policy: p.yaml\n    listener: 127.0.0.1:0\n    endpoints: {endpoints}\n"),
+            )
+            .expect("serve config");
+            load(&path)
+        };
+        let setup = write(r#"{ v1: ["127.0.0.1:1"], v2: ["127.0.0.1:2"] }"#).expect("loads");
+        let shadow = &setup.services["checkout"].endpoints["v2"];
+        // One host per zone (2 hosts, 2 strata), replacing the listed endpoint.
+        assert_eq!(shadow.len(), 2, "{shadow:?}");
+        assert!(shadow.iter().any(|a| a.ip().to_string().starts_with("10.0.1.")));
+        assert!(shadow.contains(&"10.0.2.1:80".parse().expect("addr")));
+        let again = write(r#"{ v1: ["127.0.0.1:1"] }"#).expect("loads");
+        assert_eq!(&again.services["checkout"].endpoints["v2"], shadow, "same seed, same hosts");
+        // A chosen host that the primary also uses is refused, naming it.
+        let overlap = write(r#"{ v1: ["10.0.2.1:80"] }"#).unwrap_err();
+        assert!(overlap.contains("10.0.2.1:80") && overlap.contains("share"), "{overlap}");
+    }
 }
