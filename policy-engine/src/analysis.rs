@@ -29,11 +29,11 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use crate::context::{Comparer, Comparison, LookInputs, RolloutContext, RuleContext, traffic_free};
-use crate::resources::ResourceSample;
-use crate::synthetic::SyntheticRecord;
 use crate::metrics::{BoundsMismatch, ServiceWindow};
 use crate::policy::{Action, DataScope, Policy, Rule, Severity};
+use crate::resources::ResourceSample;
 use crate::stats::StatsError;
+use crate::synthetic::SyntheticRecord;
 
 /// A rule that fired: what happened, when, and why.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -326,9 +326,8 @@ impl Analyzer {
         self.seen.0 = self.seen.0.saturating_add(new.primary.requests);
         self.seen.1 = self.seen.1.saturating_add(new.shadow.requests);
         let (p, s) = self.seen;
-        let inconclusive = (p < min || s < min).then(|| {
-            format!("so far primary has {p} requests, shadow {s}; rules need {min} each")
-        });
+        let inconclusive = (p < min || s < min)
+            .then(|| format!("so far primary has {p} requests, shadow {s}; rules need {min} each"));
         if inconclusive.is_some() && self.evaluated(false).is_empty() {
             return Ok(Evaluation {
                 at_ms,

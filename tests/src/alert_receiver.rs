@@ -49,28 +49,30 @@ impl AlertReceiver {
             while let Ok((stream, _)) = listener.accept().await {
                 let state = Arc::clone(&shared);
                 tokio::spawn(async move {
-                    let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                        let state = Arc::clone(&state);
-                        async move {
-                            let body = request
-                                .into_body()
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes())
-                                .unwrap_or_default();
-                            let attempt = state.attempts.fetch_add(1, Ordering::SeqCst);
-                            let status = if attempt < state.fail_first {
-                                StatusCode::SERVICE_UNAVAILABLE
-                            } else {
-                                let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                                state.accepted.lock().expect("lock").push(json);
-                                StatusCode::ACCEPTED
-                            };
-                            let mut response = Response::new(Full::new(Bytes::from_static(b"{}")));
-                            *response.status_mut() = status;
-                            Ok::<_, std::convert::Infallible>(response)
-                        }
-                    });
+                    let service =
+                        service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                            let state = Arc::clone(&state);
+                            async move {
+                                let body = request
+                                    .into_body()
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes())
+                                    .unwrap_or_default();
+                                let attempt = state.attempts.fetch_add(1, Ordering::SeqCst);
+                                let status = if attempt < state.fail_first {
+                                    StatusCode::SERVICE_UNAVAILABLE
+                                } else {
+                                    let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                                    state.accepted.lock().expect("lock").push(json);
+                                    StatusCode::ACCEPTED
+                                };
+                                let mut response =
+                                    Response::new(Full::new(Bytes::from_static(b"{}")));
+                                *response.status_mut() = status;
+                                Ok::<_, std::convert::Infallible>(response)
+                            }
+                        });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .await;

@@ -309,7 +309,12 @@ impl ServiceLoop {
 
     /// Opens an incident for each alerting rule that fired, resolves the ones evaluated and
     /// no longer holding. Only queues: never waits on a sink.
-    fn alert(&self, rollout: &str, evaluation: &Evaluation, evaluated: &[(String, Action, Severity)]) {
+    fn alert(
+        &self,
+        rollout: &str,
+        evaluation: &Evaluation,
+        evaluated: &[(String, Action, Severity)],
+    ) {
         let Some(alerter) = &self.alerter else {
             return;
         };

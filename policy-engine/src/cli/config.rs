@@ -88,10 +88,9 @@ pub fn load(path: &Path) -> Result<Setup, String> {
             endpoints.insert(policy.shadow_cluster.clone(), chosen);
         }
         let of = |cluster: &str| endpoints.get(cluster).cloned().unwrap_or_default();
-        if let Some(address) = endpoint_overlap(
-            &of(&policy.primary.cluster),
-            &of(&policy.shadow_cluster),
-        ) {
+        if let Some(address) =
+            endpoint_overlap(&of(&policy.primary.cluster), &of(&policy.shadow_cluster))
+        {
             return Err(format!(
                 "{}: service `{name}`: the shadow cluster `{}` and the primary cluster `{}` share the endpoint {address}: the shadow must not share the primary's endpoints",
                 path.display(),
@@ -121,7 +120,10 @@ pub fn load(path: &Path) -> Result<Setup, String> {
 
 /// The shadow's hosts chosen by a policy's `hosts:` section, as socket addresses; the
 /// selection's report is logged. Hosts must be IP addresses here (Envoy's STATIC clusters).
-fn shadow_hosts(config: &hosts::HostSelectionConfig, dir: &Path) -> Result<Vec<SocketAddr>, String> {
+fn shadow_hosts(
+    config: &hosts::HostSelectionConfig,
+    dir: &Path,
+) -> Result<Vec<SocketAddr>, String> {
     let inventory = config.load_inventory(dir).map_err(|e| e.to_string())?;
     let selection = hosts::select(&inventory, config).map_err(|e| e.to_string())?;
     let largest_drift = selection
@@ -202,7 +204,9 @@ mod tests {
             \x20 - {id: a3, address: 10.0.1.3, port: 80, labels: {zone: a}}\n\
             \x20 - {id: b1, address: 10.0.2.1, port: 80, labels: {zone: b}}\n";
         std::fs::write(dir.path().join("inv.yaml"), inventory).expect("inventory");
-        let policy = format!("{POLICY}hosts:\n  inventory: inv.yaml\n  size: 2\n  strata: [zone]\n  seed: 3\n");
+        let policy = format!(
+            "{POLICY}hosts:\n  inventory: inv.yaml\n  size: 2\n  strata: [zone]\n  seed: 3\n"
+        );
         std::fs::write(dir.path().join("p.yaml"), policy).expect("policy");
         let write = |endpoints: &str| {
             let path = dir.path().join("serve.yaml");
@@ -217,12 +221,22 @@ mod tests {
         let shadow = &setup.services["checkout"].endpoints["v2"];
         // One host per zone (2 hosts, 2 strata), replacing the listed endpoint.
         assert_eq!(shadow.len(), 2, "{shadow:?}");
-        assert!(shadow.iter().any(|a| a.ip().to_string().starts_with("10.0.1.")));
+        assert!(
+            shadow
+                .iter()
+                .any(|a| a.ip().to_string().starts_with("10.0.1."))
+        );
         assert!(shadow.contains(&"10.0.2.1:80".parse().expect("addr")));
         let again = write(r#"{ v1: ["127.0.0.1:1"] }"#).expect("loads");
-        assert_eq!(&again.services["checkout"].endpoints["v2"], shadow, "same seed, same hosts");
+        assert_eq!(
+            &again.services["checkout"].endpoints["v2"], shadow,
+            "same seed, same hosts"
+        );
         // A chosen host that the primary also uses is refused, naming it.
         let overlap = write(r#"{ v1: ["10.0.2.1:80"] }"#).unwrap_err();
-        assert!(overlap.contains("10.0.2.1:80") && overlap.contains("share"), "{overlap}");
+        assert!(
+            overlap.contains("10.0.2.1:80") && overlap.contains("share"),
+            "{overlap}"
+        );
     }
 }

@@ -22,8 +22,8 @@ use std::fmt;
 use std::path::Path;
 
 pub use model::{
-    Action, Analysis, Backend, DataScope, Headers, Isolation, MatchTest, Matcher, Mirror, Mode, Percent, Policy,
-    Primary, Rule, Severity, Step, Sticky, Traffic, parse_duration,
+    Action, Analysis, Backend, DataScope, Headers, Isolation, MatchTest, Matcher, Mirror, Mode,
+    Percent, Policy, Primary, Rule, Severity, Step, Sticky, Traffic, parse_duration,
 };
 
 /// A position in a policy file: 1-based line and column (in characters).

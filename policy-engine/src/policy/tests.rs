@@ -141,16 +141,27 @@ fn synthetic_probes_load_and_state_changing_ones_need_an_isolated_shadow() {
     assert_eq!(p.synthetic.len(), 2);
     let home = &p.synthetic[0];
     assert_eq!(
-        (home.method.as_str(), home.status, home.latency_budget_ms, home.every_ms),
+        (
+            home.method.as_str(),
+            home.status,
+            home.latency_budget_ms,
+            home.every_ms
+        ),
         ("GET", 200, 500, 500)
     );
     assert!(home.judge(200, b"200 OK answered by v1", 3).is_ok());
     assert!(home.judge(200, b"wrong", 3).is_err());
     let order = &p.synthetic[1];
     assert!(!order.is_safe());
-    assert!(order.judge(201, b"201 OK", 3).is_err(), "status 200 by default");
+    assert!(
+        order.judge(201, b"201 OK", 3).is_err(),
+        "status 200 by default"
+    );
     assert!(order.judge(200, b"200 OK", 3).is_ok());
-    assert_eq!(order.headers, vec![("content-type".into(), "application/json".into())]);
+    assert_eq!(
+        order.headers,
+        vec![("content-type".into(), "application/json".into())]
+    );
 
     let bad = format!("{GOOD}{PROBES}")
         .replace("rate: 2/s", "rate: 50/s")
@@ -171,11 +182,20 @@ fn rules_on_synthetic_and_resources_are_checked_against_the_sections() {
         problems(&rule("synthetic.shadow.failed > 0")),
         vec![(15, 11, "synthetic")]
     );
-    let with_probes = format!("{}{PROBES}isolation: {{ isolated: true }}\n", rule("synthetic.shadow.failed > 0"));
-    assert_eq!(parse(&with_probes).unwrap().rules[0].fields, vec!["synthetic.shadow.failed"]);
+    let with_probes = format!(
+        "{}{PROBES}isolation: {{ isolated: true }}\n",
+        rule("synthetic.shadow.failed > 0")
+    );
+    assert_eq!(
+        parse(&with_probes).unwrap().rules[0].fields,
+        vec!["synthetic.shadow.failed"]
+    );
     // Resources: the fields are the query names, built-in and custom.
     let resources = "resources:\n  prometheus: http://127.0.0.1:9090\n  queries: {fds: 'sum(process_open_fds{ {{selector}} })'}\n";
-    let ok = format!("{}{resources}", rule("shadow.resources.cpu > 1.5 * primary.resources.cpu && shadow.resources.fds > 10.0"));
+    let ok = format!(
+        "{}{resources}",
+        rule("shadow.resources.cpu > 1.5 * primary.resources.cpu && shadow.resources.fds > 10.0")
+    );
     assert!(parse(&ok).is_ok(), "{:?}", parse(&ok).err());
     let unknown = format!("{}{resources}", rule("shadow.resources.gpu > 1.0"));
     assert_eq!(problems(&unknown), vec![(15, 28, "unknown_reference")]);
@@ -185,9 +205,8 @@ fn rules_on_synthetic_and_resources_are_checked_against_the_sections() {
 
 #[test]
 fn sections_are_checked_where_they_are_written() {
-    let alerts = format!(
-        "{GOOD}alerts:\n  sinks:\n    - kind: slack\n      url: ftp://hooks.example/x\n"
-    );
+    let alerts =
+        format!("{GOOD}alerts:\n  sinks:\n    - kind: slack\n      url: ftp://hooks.example/x\n");
     let found = parse(&alerts).unwrap_err();
     assert_eq!((found[0].position.line, found[0].code), (18, "section"));
     assert!(found[0].message.contains("ftp"), "{}", found[0].message);
@@ -199,7 +218,11 @@ fn sections_are_checked_where_they_are_written() {
     assert_eq!(problems(&unknown)[0].2, "unknown_field");
     let resources = format!("{GOOD}resources:\n  prometheus: http://p:9090\n  window: soon\n");
     let found = parse(&resources).unwrap_err();
-    assert!(found[0].message.contains("resources.window"), "{}", found[0].message);
+    assert!(
+        found[0].message.contains("resources.window"),
+        "{}",
+        found[0].message
+    );
     let hosts = format!("{GOOD}hosts:\n  inventory: inv.yaml\n  size: 0\n");
     assert_eq!(problems(&hosts), vec![(18, 3, "section")]);
 }
@@ -211,12 +234,23 @@ fn a_backend_the_shadow_shares_with_the_primary_is_refused_naming_it() {
     );
     let found = parse(&text).unwrap_err();
     assert_eq!(
-        (found[0].position.line, found[0].position.column, found[0].code),
+        (
+            found[0].position.line,
+            found[0].position.column,
+            found[0].code
+        ),
         (21, 42, "isolation")
     );
-    assert!(found[0].message.contains("DB-1.internal:5432"), "{}", found[0].message);
+    assert!(
+        found[0].message.contains("DB-1.internal:5432"),
+        "{}",
+        found[0].message
+    );
     let ok = text.replace(", DB-1.internal:5432", "");
     let p = parse(&ok).unwrap();
-    assert_eq!(p.isolation.backends[0].shadow, vec!["db-sandbox.internal:5432"]);
+    assert_eq!(
+        p.isolation.backends[0].shadow,
+        vec!["db-sandbox.internal:5432"]
+    );
     assert!(!p.isolation.isolated);
 }

@@ -9,11 +9,11 @@ use serde_saphyr::Spanned;
 
 use super::expr;
 use super::model::*;
-use crate::hosts::select;
-use crate::synthetic::{BodyMatch, Probe};
 use super::raw::*;
 use super::{Position, Problem, position_in_value};
 use crate::context::{RuleContext, Schema};
+use crate::hosts::select;
+use crate::synthetic::{BodyMatch, Probe};
 
 /// Validates a raw policy whose source is `text`; with the policy file's `dir`, a `hosts:`
 /// section's inventory is read and the shadow's hosts chosen too.
@@ -43,11 +43,16 @@ pub fn validate(raw: RawPolicy, text: &str, dir: Option<&Path>) -> Result<Policy
     }
     let traffic = v.traffic(&raw.traffic);
     let analysis = v.analysis(&raw.analysis);
-    let alerts = raw.alerts.as_ref().and_then(|a| {
-        v.section(a, "alerts", a.value.validate().map_err(|e| e.to_string()))
-    });
+    let alerts = raw
+        .alerts
+        .as_ref()
+        .and_then(|a| v.section(a, "alerts", a.value.validate().map_err(|e| e.to_string())));
     let resources = raw.resources.as_ref().and_then(|r| {
-        v.section(r, "resources", r.value.validate().map_err(|e| e.to_string()))
+        v.section(
+            r,
+            "resources",
+            r.value.validate().map_err(|e| e.to_string()),
+        )
     });
     let hosts = raw.hosts.as_ref().and_then(|h| {
         let checked = match dir {
@@ -581,7 +586,11 @@ impl Validator<'_> {
                     );
                 }
                 for a in list.iter().filter(|a| a.value.trim().is_empty()) {
-                    self.problem(a, "backend", format!("backend `{name}`: empty {side} address"));
+                    self.problem(
+                        a,
+                        "backend",
+                        format!("backend `{name}`: empty {side} address"),
+                    );
                 }
             }
             let primary: BTreeSet<String> = b
@@ -646,8 +655,7 @@ impl Validator<'_> {
                 None => "GET".to_owned(),
             };
             let path = r.path.value.clone();
-            if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control())
-            {
+            if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 self.problem(
                     &r.path,
                     "path",
@@ -658,7 +666,9 @@ impl Validator<'_> {
             for (h, value) in &r.headers {
                 let ok = !h.is_empty()
                     && h.chars().all(|c| {
-                        c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.!#$%&'*+^`|~".contains(c)
+                        c.is_ascii_lowercase()
+                            || c.is_ascii_digit()
+                            || "-_.!#$%&'*+^`|~".contains(c)
                     });
                 if !ok {
                     self.problem(
@@ -671,7 +681,9 @@ impl Validator<'_> {
                     self.problem(
                         value,
                         "header",
-                        format!("probe `{name}`: the value of header `{h}` holds a control character"),
+                        format!(
+                            "probe `{name}`: the value of header `{h}` holds a control character"
+                        ),
                     );
                 }
                 headers.push((h.clone(), value.value.clone()));

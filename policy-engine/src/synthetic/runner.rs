@@ -201,7 +201,10 @@ async fn run_probe(
         let mut tally = tally.lock().unwrap_or_else(PoisonError::into_inner);
         tally.record(&probe.name, Variant::Primary, primary, &p);
         tally.record(&probe.name, Variant::Shadow, shadow, &s);
-        for (variant, host, run) in [(Variant::Primary, primary, &p), (Variant::Shadow, shadow, &s)] {
+        for (variant, host, run) in [
+            (Variant::Primary, primary, &p),
+            (Variant::Shadow, shadow, &s),
+        ] {
             if let Err(failure) = &run.outcome {
                 tracing::debug!(probe = %probe.name, variant = variant.as_str(), %host, %failure, "probe failed");
             }

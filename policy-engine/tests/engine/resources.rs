@@ -357,7 +357,9 @@ async fn decide_through_the_analysis(url: &str, source: &PrometheusSource) {
     assert_eq!(decision.values["primary.resources.cpu"], json!(cpu.0));
     assert!(close(cpu.1, 0.9, 0.1) && close(cpu.0, 0.2, 0.1), "{cpu:?}");
     // `io` has no series: the rule reading it did not hold, it did not fail the look.
-    let record = evaluation.resources.expect("the look's record keeps the sample");
+    let record = evaluation
+        .resources
+        .expect("the look's record keeps the sample");
     assert_eq!(record.shadow.missing.get("io"), Some(&NoData::Empty));
     assert_eq!(analyzer.ended(), Some(End::RolledBack));
 }

@@ -135,8 +135,7 @@ async fn e2e_alerts_from_serve_reach_failing_receivers_once_each() {
     let slack = AlertReceiver::start(2).await.expect("slack receiver");
     let pagerduty = AlertReceiver::start(2).await.expect("pagerduty receiver");
     let primary = DemoUpstream::start(&run, "v1", &[]).expect("primary");
-    let shadow =
-        DemoUpstream::start(&run, "v2", &["--body", "200 OK wrong\n"]).expect("shadow");
+    let shadow = DemoUpstream::start(&run, "v2", &["--body", "200 OK wrong\n"]).expect("shadow");
     let rules = "  - name: shadow-probe-failing\n    when: synthetic.shadow.failed > 0\n    action: alert\n    severity: critical\n";
     let alerts = format!(
         "alerts:\n  sinks:\n    - kind: slack\n      url: {}\n    - kind: pagerduty\n      routing_key: test-routing-key\n      url: {}\n  retry:\n    max_attempts: 5\n    initial_backoff_ms: 50\n    max_backoff_ms: 200\n    max_elapsed_ms: 10000\n",
@@ -163,13 +162,25 @@ async fn e2e_alerts_from_serve_reach_failing_receivers_once_each() {
     let (slack_all, pd_all) = (slack.accepted(), pagerduty.accepted());
     assert_eq!(slack_all.len(), 2, "{slack_all:#?}");
     assert_eq!(pd_all.len(), 2, "{pd_all:#?}");
-    assert_eq!(slack.attempts(), 4, "two failures, then the trigger and the resolve");
+    assert_eq!(
+        slack.attempts(),
+        4,
+        "two failures, then the trigger and the resolve"
+    );
     assert_eq!(pagerduty.attempts(), 4);
 
     let text = |v: &Value| v["text"].as_str().unwrap_or("").to_owned();
-    assert!(text(&slack_all[0]).contains("[FIRING]"), "{}", text(&slack_all[0]));
+    assert!(
+        text(&slack_all[0]).contains("[FIRING]"),
+        "{}",
+        text(&slack_all[0])
+    );
     assert!(text(&slack_all[0]).contains("shadow-probe-failing"));
-    assert!(text(&slack_all[1]).contains("[RESOLVED]"), "{}", text(&slack_all[1]));
+    assert!(
+        text(&slack_all[1]).contains("[RESOLVED]"),
+        "{}",
+        text(&slack_all[1])
+    );
     assert_eq!(pd_all[0]["event_action"], "trigger");
     assert_eq!(pd_all[1]["event_action"], "resolve");
     assert_eq!(pd_all[0]["routing_key"], "test-routing-key");
