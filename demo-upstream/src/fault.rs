@@ -1,5 +1,5 @@
-//! How the upstream misbehaves: an error rate, a latency distribution, and connection-level
-//! faults (reset, hang). Set from flags at start and changed at run time by `POST /admin/fault`.
+//! How the upstream misbehaves: an error rate, a latency distribution, connection-level
+//! faults (reset, hang), and a wrong answer body. Set from flags at start and changed at run time by `POST /admin/fault`.
 
 use std::time::Duration;
 
@@ -33,6 +33,9 @@ pub struct Fault {
     pub mode: Mode,
     /// How long a hanging request is held; `None` holds it until the client leaves.
     pub hang_ms: Option<u64>,
+    /// The answer body instead of `<status> answered by <label>`; `None` keeps the normal one.
+    #[serde(default)]
+    pub body: Option<String>,
 }
 
 impl Default for Fault {
@@ -43,6 +46,7 @@ impl Default for Fault {
             latency_sigma: 0.0,
             mode: Mode::Normal,
             hang_ms: None,
+            body: None,
         }
     }
 }
@@ -61,6 +65,8 @@ pub struct FaultPatch {
     pub mode: Option<Mode>,
     /// New hang duration; `0` means until the client leaves.
     pub hang_ms: Option<u64>,
+    /// New answer body; `""` goes back to the normal one.
+    pub body: Option<String>,
 }
 
 /// A fault setting outside its range.
@@ -130,6 +136,11 @@ impl Fault {
                 Some(0) => None,
                 Some(ms) => Some(ms),
                 None => self.hang_ms,
+            },
+            body: match &patch.body {
+                Some(b) if b.is_empty() => None,
+                Some(b) => Some(b.clone()),
+                None => self.body.clone(),
             },
         };
         next.validate()?;
@@ -236,6 +247,19 @@ mod tests {
         assert_eq!(next.latency_ms, 5.0);
         assert_eq!(next.mode, Mode::Hang);
         assert_eq!(next.hang_ms, Some(10_000));
+        assert_eq!(next.body, None);
+        let wrong = FaultPatch {
+            body: Some("oops".into()),
+            ..FaultPatch::default()
+        };
+        let wrong = next.patched(&wrong).expect("valid patch");
+        assert_eq!(wrong.body.as_deref(), Some("oops"));
+        assert_eq!(wrong.mode, Mode::Hang, "other fields kept");
+        let back = FaultPatch {
+            body: Some(String::new()),
+            ..FaultPatch::default()
+        };
+        assert_eq!(wrong.patched(&back).expect("valid").body, None);
 
         let bad = FaultPatch {
             error_rate: Some(1.5),

@@ -38,6 +38,9 @@ struct Args {
     /// In hang mode, answer after this many milliseconds (default: hold until the client leaves).
     #[arg(long)]
     hang_ms: Option<u64>,
+    /// Answer with this body instead of `<status> answered by <label>` (a wrong answer).
+    #[arg(long)]
+    body: Option<String>,
     /// Append one JSON line per request received to this file.
     #[arg(long)]
     log: Option<PathBuf>,
@@ -54,6 +57,7 @@ fn main() -> anyhow::Result<()> {
         latency_sigma: args.latency_sigma,
         mode: args.mode,
         hang_ms: args.hang_ms.filter(|&ms| ms > 0),
+        body: args.body.clone(),
     };
     fault.validate().context("invalid flags")?;
     let log = match &args.log {

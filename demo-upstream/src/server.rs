@@ -115,7 +115,8 @@ async fn handle(
         _ => {}
     }
 
-    let outcome = upstream.fault().draw(&mut rand::rng());
+    let fault = upstream.fault();
+    let outcome = fault.draw(&mut rand::rng());
     let (parts, body) = req.into_parts();
     let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
         Ok(b) => b.to_bytes(),
@@ -167,10 +168,10 @@ async fn handle(
         tokio::time::sleep(waited).await;
     }
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut resp = text(
-        status,
-        format!("{} answered by {}\n", status, upstream.label),
-    );
+    let body = fault
+        .body
+        .unwrap_or_else(|| format!("{} answered by {}\n", status, upstream.label));
+    let mut resp = text(status, body);
     let headers = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&upstream.label) {
         headers.insert(VERSION_HEADER, v);

@@ -7,7 +7,11 @@
 //! (everything since the current rollout step began, or the last `analysis.window` when the
 //! data is sliding), runs the fixed-horizon tests on it, and, once both variants have served
 //! `analysis.min_sample` requests since the rollout began, evaluates every rule. Before that
-//! the interval is inconclusive: no rule is evaluated, and the timeline says so. (Later, the
+//! the interval is inconclusive, and the timeline says so: only the rules that read nothing
+//! but what the engine measures itself (`synthetic.*`, `<variant>.resources.*`, `rollout.*`:
+//! see [`crate::context::traffic_free`]) are evaluated, so a probe failing on a shadow without
+//! user traffic is still caught. Those measurements come in through [`Analyzer::set_inputs`]
+//! before the windows of a look. (Later, the
 //! `compare.*.sufficient` flags say whether the analysed data itself reaches the minimum.)
 //!
 //! A rule fires when its condition has held for `for` consecutive evaluated intervals; it fires
@@ -24,10 +28,12 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use crate::context::{Comparer, Comparison, RolloutContext, RuleContext};
+use crate::context::{Comparer, Comparison, LookInputs, RolloutContext, RuleContext, traffic_free};
 use crate::metrics::{BoundsMismatch, ServiceWindow};
 use crate::policy::{Action, DataScope, Policy, Rule, Severity};
+use crate::resources::ResourceSample;
 use crate::stats::StatsError;
+use crate::synthetic::SyntheticRecord;
 
 /// A rule that fired: what happened, when, and why.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -55,10 +61,13 @@ pub enum Outcome {
         /// The rules whose condition held, in policy order.
         holding: Vec<String>,
     },
-    /// Too little data: no rule was evaluated.
+    /// Too little traffic: only the rules that read no traffic were evaluated.
     Inconclusive {
         /// Why, with the numbers.
         reason: String,
+        /// The traffic-free rules whose condition held, in policy order.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        holding: Vec<String>,
     },
 }
 
@@ -73,6 +82,12 @@ pub struct Evaluation {
     pub outcome: Outcome,
     /// The rules that fired.
     pub decisions: Vec<Decision>,
+    /// The synthetic probes' results the look saw, with each failure's reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub synthetic: Option<SyntheticRecord>,
+    /// The resource numbers the look saw, and why any are missing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceSample>,
 }
 
 /// How the rollout ended, when it did.
@@ -157,6 +172,8 @@ pub struct Analyzer {
     fired: Vec<bool>,
     /// Requests seen since the rollout began: (primary, shadow).
     seen: (u64, u64),
+    /// What the engine measured itself, for the next looks.
+    inputs: LookInputs,
 }
 
 impl Analyzer {
@@ -182,7 +199,28 @@ impl Analyzer {
             streaks: vec![0; rules],
             fired: vec![false; rules],
             seen: (0, 0),
+            inputs: LookInputs::default(),
         })
+    }
+
+    /// Sets what the engine measured itself (probe results, resource numbers): the looks that
+    /// follow, until the next call, read them.
+    pub fn set_inputs(&mut self, inputs: LookInputs) {
+        self.inputs = inputs;
+    }
+
+    /// The rules a look evaluates: all of them when it has enough traffic (`conclusive`),
+    /// else the traffic-free ones that neither shift nor promote.
+    pub fn evaluated(&self, conclusive: bool) -> Vec<&Rule> {
+        self.policy
+            .rules
+            .iter()
+            .filter(|r| {
+                conclusive
+                    || (traffic_free(&r.fields)
+                        && !matches!(r.action, Action::Shift | Action::Promote))
+            })
+            .collect()
     }
 
     /// The policy being run.
@@ -288,16 +326,19 @@ impl Analyzer {
         self.seen.0 = self.seen.0.saturating_add(new.primary.requests);
         self.seen.1 = self.seen.1.saturating_add(new.shadow.requests);
         let (p, s) = self.seen;
-        if p < min || s < min {
+        let inconclusive = (p < min || s < min)
+            .then(|| format!("so far primary has {p} requests, shadow {s}; rules need {min} each"));
+        if inconclusive.is_some() && self.evaluated(false).is_empty() {
             return Ok(Evaluation {
                 at_ms,
                 step,
                 outcome: Outcome::Inconclusive {
-                    reason: format!(
-                        "so far primary has {p} requests, shadow {s}; rules need {min} each"
-                    ),
+                    reason: inconclusive.unwrap_or_default(),
+                    holding: Vec::new(),
                 },
                 decisions: Vec::new(),
+                synthetic: self.inputs.synthetic.clone(),
+                resources: self.inputs.resources.clone(),
             });
         }
         let rollout = self.rollout(at_ms);
@@ -307,6 +348,7 @@ impl Analyzer {
             min,
             rollout,
             &self.policy.traffic.custom_metrics,
+            &self.inputs,
         );
         let cel = context.to_cel().map_err(|e| AnalysisError::Eval {
             rule: "(the context itself)".to_string(),
@@ -316,8 +358,22 @@ impl Analyzer {
         let mut holding = Vec::new();
         let mut fired = Vec::new();
         for (i, rule) in self.policy.rules.iter().enumerate() {
+            // Without enough traffic, only traffic-free rules run, and none may step up or
+            // promote: no data is never a pass.
+            if inconclusive.is_some()
+                && (!traffic_free(&rule.fields)
+                    || matches!(rule.action, Action::Shift | Action::Promote))
+            {
+                continue;
+            }
             let holds = match rule.program.execute(&cel) {
                 Ok(cel::Value::Bool(b)) => b,
+                // A resource query without a number leaves its field out: no data is not a
+                // pass nor a failure, so the rule simply does not hold this time.
+                Err(e) if reads_missing_resource(rule, &context) => {
+                    tracing::debug!(rule = rule.name, error = %e, "rule reads a resource without data");
+                    false
+                }
                 Ok(other) => {
                     return Err(AnalysisError::Eval {
                         rule: rule.name.clone(),
@@ -373,14 +429,20 @@ impl Analyzer {
                 action: rule.action,
                 severity: rule.severity,
                 values: values(rule, &json),
-                explanation: explain(rule, &comparison, &effect),
+                explanation: explain(rule, &comparison, self.inputs.synthetic.as_ref(), &effect),
             });
         }
+        let outcome = match inconclusive {
+            Some(reason) => Outcome::Inconclusive { reason, holding },
+            None => Outcome::Evaluated { holding },
+        };
         Ok(Evaluation {
             at_ms,
             step,
-            outcome: Outcome::Evaluated { holding },
+            outcome,
             decisions,
+            synthetic: self.inputs.synthetic.clone(),
+            resources: self.inputs.resources.clone(),
         })
     }
 
@@ -433,7 +495,7 @@ impl Analyzer {
             .and_then(|i| self.policy.steps.get(i))
             .map_or(0, |s| s.hold_ms);
         match action {
-            Action::Alert => format!("alert sent to {}", sinks(&self.policy.alerts)),
+            Action::Alert => format!("alert sent to {}", sinks(self.policy.alerts.as_ref())),
             Action::Rollback => {
                 self.rollout.ended = Some(End::RolledBack);
                 self.rollout.weight = 0.0;
@@ -473,12 +535,31 @@ impl Analyzer {
     }
 }
 
-fn sinks(alerts: &[String]) -> String {
-    if alerts.is_empty() {
-        "no sink (the policy lists none)".to_string()
-    } else {
-        alerts.join(", ")
+fn sinks(alerts: Option<&crate::alerts::AlertsConfig>) -> String {
+    match alerts {
+        Some(a) if !a.sinks.is_empty() => a
+            .sinks
+            .iter()
+            .enumerate()
+            .map(|(i, s)| s.name(i))
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => "no sink (the policy lists none)".to_string(),
     }
+}
+
+/// Whether `rule` reads a `<variant>.resources.<name>` that this look has no number for.
+fn reads_missing_resource(rule: &Rule, context: &RuleContext) -> bool {
+    rule.fields.iter().any(|f| {
+        let (map, rest) = if let Some(rest) = f.strip_prefix("primary.resources.") {
+            (&context.primary.resources, rest)
+        } else if let Some(rest) = f.strip_prefix("shadow.resources.") {
+            (&context.shadow.resources, rest)
+        } else {
+            return false;
+        };
+        !map.contains_key(rest.split('.').next().unwrap_or(rest))
+    })
 }
 
 fn merge_into(acc: &mut Option<ServiceWindow>, w: &ServiceWindow) -> Result<(), BoundsMismatch> {
@@ -506,7 +587,12 @@ fn values(rule: &Rule, context: &serde_json::Value) -> BTreeMap<String, serde_js
         .collect()
 }
 
-fn explain(rule: &Rule, comparison: &Comparison, effect: &str) -> String {
+fn explain(
+    rule: &Rule,
+    comparison: &Comparison,
+    synthetic: Option<&SyntheticRecord>,
+    effect: &str,
+) -> String {
     let when: Vec<&str> = rule.when.split_whitespace().collect();
     let mut parts = vec![format!(
         "`{}` held for {} interval(s)",
@@ -522,6 +608,11 @@ fn explain(rule: &Rule, comparison: &Comparison, effect: &str) -> String {
         .any(|f| f.starts_with("compare.latency."))
     {
         parts.push(comparison.explain_latency());
+    }
+    if let Some(synthetic) = synthetic
+        && rule.fields.iter().any(|f| f.starts_with("synthetic."))
+    {
+        parts.push(synthetic.explain());
     }
     parts.push(effect.to_string());
     parts.join("; ")

@@ -1,4 +1,5 @@
-//! The CEL context a rule sees: `primary`, `shadow`, `compare`, `mirror`, `rollout`.
+//! The CEL context a rule sees: `primary`, `shadow`, `compare`, `mirror`, `rollout`,
+//! `synthetic`.
 //!
 //! [`RuleContext`] is built once per analysis interval from the analysed window (cumulative or
 //! sliding, see [`crate::analysis`]), the statistics of [`crate::stats`] (through [`Comparer`],
@@ -6,6 +7,10 @@
 //! state. Its shape is also the schema the policy checker uses: [`RuleContext::sample`] is a
 //! fully populated context, and [`Schema::of`] reads the field tree from it, so the checker,
 //! the evaluator and `docs/policy-context.md` (tested against [`Schema::paths`]) cannot drift.
+//!
+//! What the engine measures itself rather than reads from Envoy comes in through [`LookInputs`]:
+//! the synthetic probes' results (`synthetic`) and the Prometheus numbers
+//! (`<variant>.resources`, present only for the queries that gave a number).
 //!
 //! Counts are CEL `int`, rates, latencies, p-values and effects are `double`: CEL compares an
 //! int with a double but does not do arithmetic across them (`double(shadow.requests) * 0.5`).
@@ -15,6 +20,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::metrics::{Histogram, MirrorWindow, ServiceWindow, VariantWindow};
+use crate::resources::ResourceSample;
 use crate::stats::mann_whitney::{MannWhitney, mann_whitney};
 use crate::stats::proportions::{
     Counts, ErrorRateComparison, ErrorRateConfig, ProportionTest, compare_error_rates,
@@ -24,9 +30,40 @@ use crate::stats::sequential::{
     ErrorRateSequential, LatencySequential, SequentialConfig, SequentialResult,
 };
 use crate::stats::{Evidence, StatsError};
+use crate::synthetic::{SyntheticRecord, SyntheticVariant};
 
 /// The names a rule may start a field path with.
-pub const ROOTS: [&str; 5] = ["primary", "shadow", "compare", "mirror", "rollout"];
+pub const ROOTS: [&str; 6] = [
+    "primary",
+    "shadow",
+    "compare",
+    "mirror",
+    "rollout",
+    "synthetic",
+];
+
+/// What the engine measured itself for a look, beside the windows from Envoy.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LookInputs {
+    /// The synthetic probes' results since the last look (`None`: the policy has none).
+    pub synthetic: Option<SyntheticRecord>,
+    /// Resource numbers from Prometheus (`None`: the policy queries none).
+    pub resources: Option<ResourceSample>,
+}
+
+/// Whether a rule reads what the engine measures itself (probes, resources) and nothing of
+/// the user traffic (only those and `rollout.*`), so it can be evaluated without traffic.
+pub fn traffic_free(fields: &[String]) -> bool {
+    let measured = |f: &String| {
+        f.starts_with("synthetic.")
+            || f.starts_with("primary.resources.")
+            || f.starts_with("shadow.resources.")
+    };
+    fields.iter().any(measured)
+        && fields
+            .iter()
+            .all(|f| measured(f) || f.starts_with("rollout."))
+}
 
 /// Everything a rule can read at one evaluation.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -41,6 +78,17 @@ pub struct RuleContext {
     pub mirror: MirrorContext,
     /// Where the rollout stands.
     pub rollout: RolloutContext,
+    /// The synthetic probes' results since the last look.
+    pub synthetic: SyntheticContext,
+}
+
+/// The synthetic probes' results, per variant.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct SyntheticContext {
+    /// Against the primary's hosts.
+    pub primary: SyntheticVariant,
+    /// Against the shadow's hosts.
+    pub shadow: SyntheticVariant,
 }
 
 /// One variant's metrics.
@@ -60,6 +108,8 @@ pub struct VariantContext {
     pub latency: LatencyContext,
     /// Custom Server-Timing histograms by name (those the policy declares), in milliseconds.
     pub custom: BTreeMap<String, LatencyContext>,
+    /// Resource numbers from Prometheus by query name; a query without a number is absent.
+    pub resources: BTreeMap<String, f64>,
 }
 
 /// A latency distribution's summary, in milliseconds; every value is 0 when `count` is 0.
@@ -218,6 +268,7 @@ impl VariantContext {
                     (name.clone(), h.unwrap_or_default())
                 })
                 .collect(),
+            resources: BTreeMap::new(),
         }
     }
 }
@@ -485,19 +536,50 @@ impl RuleContext {
         min_sample: u64,
         rollout: RolloutContext,
         custom: &[String],
+        inputs: &LookInputs,
     ) -> RuleContext {
+        let mut primary = VariantContext::of(&data.primary, custom);
+        let mut shadow = VariantContext::of(&data.shadow, custom);
+        if let Some(r) = &inputs.resources {
+            primary.resources = r.primary.values.clone();
+            shadow.resources = r.shadow.values.clone();
+        }
+        let synthetic = inputs
+            .synthetic
+            .as_ref()
+            .map(|s| SyntheticContext {
+                primary: s.primary.clone(),
+                shadow: s.shadow.clone(),
+            })
+            .unwrap_or_else(|| SyntheticContext {
+                primary: SyntheticVariant {
+                    pass_rate: 1.0,
+                    ..SyntheticVariant::default()
+                },
+                shadow: SyntheticVariant {
+                    pass_rate: 1.0,
+                    ..SyntheticVariant::default()
+                },
+            });
         RuleContext {
-            primary: VariantContext::of(&data.primary, custom),
-            shadow: VariantContext::of(&data.shadow, custom),
+            primary,
+            shadow,
             compare: comparison.context(min_sample, data),
             mirror: MirrorContext::of(&data.mirror),
             rollout,
+            synthetic,
         }
     }
 
-    /// A context with every field set to a plausible, non-zero value, and one entry per
-    /// declared custom metric: what `doppel check` evaluates each rule against.
+    /// [`RuleContext::sample_with`] for a policy without resource queries.
     pub fn sample(custom: &[String]) -> RuleContext {
+        RuleContext::sample_with(custom, &[])
+    }
+
+    /// A context with every field set to a plausible, non-zero value, one entry per declared
+    /// custom metric and one per resource query: what `doppel check` evaluates each rule
+    /// against.
+    pub fn sample_with(custom: &[String], resources: &[String]) -> RuleContext {
         let latency = LatencyContext {
             count: 980,
             p50: 12.5,
@@ -517,6 +599,16 @@ impl RuleContext {
                 .iter()
                 .map(|name| (name.clone(), latency.clone()))
                 .collect(),
+            resources: resources.iter().map(|name| (name.clone(), 0.75)).collect(),
+        };
+        let synthetic = |passed: i64, failed: i64| SyntheticVariant {
+            runs: passed + failed,
+            passed,
+            failed,
+            failing: failed.min(1),
+            pass_rate: passed as f64 / (passed + failed) as f64,
+            latency_mean_ms: 12.5,
+            latency_max_ms: 40.5,
         };
         RuleContext {
             primary: variant(10_000, 100),
@@ -564,6 +656,10 @@ impl RuleContext {
                 age_s: 120.0,
                 paused: false,
             },
+            synthetic: SyntheticContext {
+                primary: synthetic(6, 0),
+                shadow: synthetic(5, 1),
+            },
         }
     }
 
@@ -580,6 +676,7 @@ impl RuleContext {
         ctx.add_variable("compare", &self.compare)?;
         ctx.add_variable("mirror", &self.mirror)?;
         ctx.add_variable("rollout", &self.rollout)?;
+        ctx.add_variable("synthetic", &self.synthetic)?;
         Ok(ctx)
     }
 }
@@ -636,9 +733,15 @@ pub struct Schema {
 }
 
 impl Schema {
-    /// The schema of the context for a policy declaring `custom` metrics.
+    /// The schema of the context for a policy declaring `custom` metrics and no resources.
     pub fn of(custom: &[String]) -> Schema {
-        let roots = match FieldType::of(&RuleContext::sample(custom).to_json()) {
+        Schema::with(custom, &[])
+    }
+
+    /// The schema of the context for a policy declaring `custom` metrics and `resources`
+    /// queries.
+    pub fn with(custom: &[String], resources: &[String]) -> Schema {
+        let roots = match FieldType::of(&RuleContext::sample_with(custom, resources).to_json()) {
             FieldType::Object(roots) => roots,
             _ => BTreeMap::new(),
         };

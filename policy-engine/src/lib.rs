@@ -26,6 +26,7 @@
 //! - [`alerts`]: webhook alerts (Slack, PagerDuty Events v2, JSON) with retries and de-duplication.
 //! - [`hosts`]: stratified, seeded choice of shadow hosts from an inventory or EDS endpoints.
 //! - [`resources`]: per-variant resource metrics (CPU, memory, I/O, custom) from Prometheus.
+//! - [`synthetic`]: synthetic probes sent to primary and shadow at the same moment.
 //! - [`tls`]: TLS and mutual TLS (rustls) for the xDS and MetricsService gRPC servers.
 
 pub mod accesslog;
@@ -41,5 +42,6 @@ pub mod replay;
 pub mod resources;
 pub mod rollout;
 pub mod stats;
+pub mod synthetic;
 pub mod tls;
 pub mod xds;

@@ -11,6 +11,7 @@ pub mod procs;
 pub mod upstream;
 
 // Smaller runners written beside the ones above for ingestion, xDS and rollout tests.
+pub mod alert_receiver;
 pub mod ingest_support;
 pub mod rollout_support;
 pub mod tls_support;

@@ -14,7 +14,19 @@
 //!
 //! An analyzer lives as long as one rollout: it is made when the rollout becomes active and
 //! dropped when it ends. Only complete windows (ended by the engine's clock) are read, so a
-//! window is analysed once, with everything it will ever hold.
+//! window is analysed once, with everything it will ever hold. A stretch of time without any
+//! window (no Envoy flushed for the service) is read as an empty window, so the looks go on
+//! without traffic: the traffic-free rules (synthetic probes, resources) still decide.
+//!
+//! What the engine measures itself is gathered before each look, in bounded time: the policy's
+//! synthetic probes run in the background ([`Prober`]) and their results since the last look
+//! are taken; the resource queries run against Prometheus ([`PrometheusSource`], each with its
+//! time limit). Both go to the analyzer as [`LookInputs`].
+//!
+//! Alerts: a rule whose action is `alert`, `pause` or `rollback` opens an incident when it
+//! fires and resolves it at the first look that evaluates it and finds it no longer holding.
+//! [`Alerter::notify`] only queues (delivery, retries and a failing sink live in the alerter's
+//! own tasks), so alerts never hold up a decision.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,10 +35,15 @@ use std::time::Duration;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::accesslog::{self, SampleStore};
+use crate::alerts::{AlertEvent, AlertKey, Alerter, Severity as AlertSeverity};
 use crate::analysis::{Analyzer, Evaluation, Outcome};
+use crate::context::LookInputs;
 use crate::ingest::WindowStore;
-use crate::policy::{Action, Policy};
+use crate::metrics::ServiceWindow;
+use crate::policy::{Action, Policy, Severity};
+use crate::resources::PrometheusSource;
 use crate::rollout::{Controller, Input, Phase, Rollout, RolloutEvent, now_ms};
+use crate::synthetic::{Prober, Targets};
 
 /// Past a window's end, how long the loop waits for a flush that arrived just before it.
 const GRACE_MS: u64 = 100;
@@ -53,11 +70,64 @@ struct Run {
 }
 
 /// One service's loop state.
-struct ServiceLoop {
+pub struct ServiceLoop {
     service: String,
     policy: Policy,
     run: Option<Run>,
     samples: Arc<SampleStore>,
+    /// The store's window length: gaps are filled up to a multiple of it.
+    window_ms: u64,
+    prober: Option<Prober>,
+    resources: Option<PrometheusSource>,
+    alerter: Option<Alerter>,
+}
+
+impl ServiceLoop {
+    /// The loop of `policy`'s service: starts its probes against `targets` and its alerter
+    /// (both on the current Tokio runtime) and builds its Prometheus client. Errors name the
+    /// service and what is wrong (no hosts to probe, an alert secret not set...).
+    pub fn new(policy: Policy, targets: Targets, window_ms: u64) -> Result<ServiceLoop, String> {
+        let service = policy.service.clone();
+        let fail = |e: String| format!("service `{service}`: {e}");
+        let prober = if policy.synthetic.is_empty() {
+            None
+        } else {
+            Some(Prober::start(&policy.synthetic, targets).map_err(fail)?)
+        };
+        let resources = match &policy.resources {
+            Some(config) => Some(PrometheusSource::new(config).map_err(|e| fail(e.to_string()))?),
+            None => None,
+        };
+        let alerter = match &policy.alerts {
+            Some(config) => Some(Alerter::start(config).map_err(|e| fail(e.to_string()))?),
+            None => None,
+        };
+        Ok(ServiceLoop {
+            service: service.clone(),
+            policy,
+            run: None,
+            samples: Arc::new(SampleStore::new()),
+            window_ms: window_ms.max(1),
+            prober,
+            resources,
+            alerter,
+        })
+    }
+
+    /// What the engine measures itself for the next look: the probes' results since the last
+    /// one, and (while a rollout runs) the resource numbers. Takes at most the resource
+    /// queries' time limit.
+    async fn measure(&self, active: bool) -> LookInputs {
+        let synthetic = self.prober.as_ref().map(Prober::take);
+        let resources = match (&self.resources, active) {
+            (Some(source), true) => Some(source.sample().await),
+            _ => None,
+        };
+        LookInputs {
+            synthetic,
+            resources,
+        }
+    }
 }
 
 /// The analysis window length the store should use for these policies: the shortest analysis
@@ -70,30 +140,33 @@ pub fn window_ms<'a>(policies: impl IntoIterator<Item = &'a Policy>, default_ms:
         .map_or(default_ms, |m| m.clamp(1, default_ms))
 }
 
-/// Runs the loops of every service under `controller` until `stop` completes; decisions name
-/// sample requests from `samples`.
+/// The loops of every service under `controller`, ready to run: probes and alerters
+/// started, Prometheus clients built. Call inside the Tokio runtime.
+pub fn prepare(controller: &SharedController, window_ms: u64) -> Result<Vec<ServiceLoop>, String> {
+    let guard = lock(controller);
+    guard
+        .services()
+        .iter()
+        .filter_map(|s| guard.policy(s).cloned())
+        .map(|policy| {
+            let targets = guard.targets(&policy.service).unwrap_or_default();
+            ServiceLoop::new(policy, targets, window_ms)
+        })
+        .collect()
+}
+
+/// Runs `loops` (from [`prepare`]) until `stop` completes; decisions name sample requests
+/// from `samples`.
 pub async fn run(
+    loops: Vec<ServiceLoop>,
     controller: SharedController,
     windows: Arc<WindowStore>,
     samples: Arc<SampleStore>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) {
-    let policies: Vec<Policy> = {
-        let guard = lock(&controller);
-        guard
-            .services()
-            .iter()
-            .filter_map(|s| guard.policy(s).cloned())
-            .collect()
-    };
     let mut tasks = tokio::task::JoinSet::new();
-    for policy in policies {
-        let state = ServiceLoop {
-            service: policy.service.clone(),
-            policy,
-            run: None,
-            samples: Arc::clone(&samples),
-        };
+    for mut state in loops {
+        state.samples = Arc::clone(&samples);
         tasks.spawn(service_loop(
             state,
             Arc::clone(&controller),
@@ -121,7 +194,22 @@ async fn service_loop(
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        state.tick(&controller, &windows, now_ms());
+        let active = lock(&controller)
+            .rollout(&state.service)
+            .and_then(view)
+            .is_some();
+        let inputs = state.measure(active).await;
+        state.tick(&controller, &windows, now_ms(), inputs);
+    }
+}
+
+/// A window without data for `[start_ms, end_ms)`: a stretch no Envoy reported on.
+fn empty(service: &str, start_ms: u64, end_ms: u64) -> ServiceWindow {
+    ServiceWindow {
+        service: service.to_owned(),
+        start_ms,
+        end_ms,
+        ..ServiceWindow::default()
     }
 }
 
@@ -137,8 +225,15 @@ fn view(rollout: &Rollout) -> Option<(usize, f64, u64, bool)> {
 }
 
 impl ServiceLoop {
-    /// One look: reads the windows completed by `now_ms` and applies what they decide.
-    fn tick(&mut self, controller: &Mutex<Controller>, windows: &WindowStore, now_ms: u64) {
+    /// One look: reads the windows completed by `now_ms` (empty ones for gaps) and applies
+    /// what they decide, with `inputs` measured by the engine itself.
+    fn tick(
+        &mut self,
+        controller: &Mutex<Controller>,
+        windows: &WindowStore,
+        now_ms: u64,
+        inputs: LookInputs,
+    ) {
         let Some(rollout) = lock(controller).rollout(&self.service).cloned() else {
             return;
         };
@@ -170,14 +265,37 @@ impl ServiceLoop {
             return;
         };
         run.analyzer.sync(step, weight, since_ms, paused);
+        run.analyzer.set_inputs(inputs);
         let mut evaluations = Vec::new();
-        for window in windows.windows(&self.service, run.read_to_ms) {
-            if window.end_ms > now_ms {
-                break;
+        let complete_to = now_ms - now_ms % self.window_ms;
+        let mut pending = windows.windows(&self.service, run.read_to_ms);
+        pending.retain(|w| w.end_ms <= now_ms);
+        // The stretches no Envoy reported on are empty windows: the looks go on.
+        let mut with_gaps = Vec::new();
+        let mut at = run.read_to_ms;
+        for window in pending {
+            if window.start_ms > at {
+                with_gaps.push(empty(&self.service, at, window.start_ms));
             }
+            at = at.max(window.end_ms);
+            with_gaps.push(window);
+        }
+        if complete_to > at {
+            with_gaps.push(empty(&self.service, at, complete_to));
+        }
+        for window in with_gaps {
             run.read_to_ms = window.end_ms;
             match run.analyzer.push(&window) {
-                Ok(Some(evaluation)) => evaluations.push(evaluation),
+                Ok(Some(evaluation)) => {
+                    let conclusive = matches!(evaluation.outcome, Outcome::Evaluated { .. });
+                    let evaluated: Vec<(String, Action, Severity)> = run
+                        .analyzer
+                        .evaluated(conclusive)
+                        .into_iter()
+                        .map(|r| (r.name.clone(), r.action, r.severity))
+                        .collect();
+                    evaluations.push((evaluation, evaluated));
+                }
                 Ok(None) => {}
                 Err(e) => tracing::warn!(
                     service = self.service,
@@ -187,20 +305,87 @@ impl ServiceLoop {
                 ),
             }
         }
-        for evaluation in evaluations {
+        let key = format!(
+            "{}/{}",
+            self.service,
+            rollout.version.as_deref().unwrap_or("unversioned")
+        );
+        for (evaluation, evaluated) in evaluations {
+            self.alert(&key, &evaluation, &evaluated);
             self.apply(controller, &evaluation);
+        }
+    }
+
+    /// Opens an incident for each alerting rule that fired, resolves the ones evaluated and
+    /// no longer holding. Only queues: never waits on a sink.
+    fn alert(
+        &self,
+        rollout: &str,
+        evaluation: &Evaluation,
+        evaluated: &[(String, Action, Severity)],
+    ) {
+        let Some(alerter) = &self.alerter else {
+            return;
+        };
+        let holding = match &evaluation.outcome {
+            Outcome::Evaluated { holding } | Outcome::Inconclusive { holding, .. } => holding,
+        };
+        for (rule, action, severity) in evaluated {
+            if !matches!(action, Action::Alert | Action::Pause | Action::Rollback) {
+                continue;
+            }
+            let key = AlertKey::new(rollout, rule.as_str());
+            let event = if let Some(d) = evaluation.decisions.iter().find(|d| &d.rule == rule) {
+                let severity = match severity {
+                    Severity::Info => AlertSeverity::Info,
+                    Severity::Warning => AlertSeverity::Warning,
+                    Severity::Critical => AlertSeverity::Critical,
+                };
+                let mut event = AlertEvent::firing(
+                    key,
+                    severity,
+                    format!("rule `{rule}` fired ({action}): {}", d.explanation),
+                )
+                .with_detail("action", action.as_str())
+                .with_detail("at_ms", d.at_ms);
+                for (field, value) in &d.values {
+                    event = event.with_detail(field.clone(), value.clone());
+                }
+                event
+            } else if !holding.contains(rule) {
+                AlertEvent::clear(key, format!("rule `{rule}` no longer holds"))
+            } else {
+                continue;
+            };
+            let notified = alerter.notify(event);
+            tracing::debug!(service = self.service, rule, ?notified, "alert");
         }
     }
 
     /// Sends one evaluation's outcome to the controller.
     fn apply(&self, controller: &Mutex<Controller>, evaluation: &Evaluation) {
         let service = &self.service;
-        let holding = match &evaluation.outcome {
-            Outcome::Inconclusive { reason } => {
+        if let Some(s) = &evaluation.synthetic {
+            tracing::info!(
+                service,
+                at_ms = evaluation.at_ms,
+                shadow_passed = s.shadow.passed,
+                shadow_failed = s.shadow.failed,
+                primary_passed = s.primary.passed,
+                primary_failed = s.primary.failed,
+                failures = ?s.failures,
+                "synthetic probes"
+            );
+        }
+        let (holding, conclusive) = match &evaluation.outcome {
+            Outcome::Inconclusive { reason, holding } => {
                 tracing::info!(service, at_ms = evaluation.at_ms, reason, "inconclusive");
-                return;
+                if evaluation.decisions.is_empty() {
+                    return;
+                }
+                (holding, false)
             }
-            Outcome::Evaluated { holding } => holding,
+            Outcome::Evaluated { holding } => (holding, true),
         };
         let mut controller = lock(controller);
         for decision in &evaluation.decisions {
@@ -241,7 +426,7 @@ impl ServiceLoop {
                 _ => None,
             })
             .unwrap_or(false);
-        if evaluation.decisions.is_empty() && !waiting && due {
+        if conclusive && evaluation.decisions.is_empty() && !waiting && due {
             let event = RolloutEvent::pass(evaluation.at_ms);
             if let Err(e) = controller.apply(service, Input::Event(event)) {
                 tracing::warn!(service, error = %e, "the rollout refused a pass");

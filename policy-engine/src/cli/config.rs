@@ -12,6 +12,10 @@
 //!       checkout-v1: [127.0.0.1:8081]
 //!       checkout-v2: [127.0.0.1:8082]
 //! ```
+//!
+//! A policy with a `hosts:` section gets its shadow cluster's endpoints from the hosts chosen
+//! from its inventory (they replace any listed here). Either way, a shadow endpoint that is
+//! also one of the primary's is refused, naming the address.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -19,7 +23,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::hosts;
 use crate::policy;
+use crate::policy::validate::endpoint_overlap;
 use crate::rollout::filter_config::FilterKind;
 use crate::rollout::{ServiceSetup, Setup, Steering};
 
@@ -80,10 +86,28 @@ pub fn load(path: &Path) -> Result<Setup, String> {
             ));
         }
         let name = policy.service.clone();
+        let mut endpoints = service.endpoints;
+        if let Some(config) = &policy.hosts {
+            let dir = file.parent().unwrap_or(Path::new("."));
+            let chosen = shadow_hosts(config, dir)
+                .map_err(|e| format!("{}: service `{name}`: hosts: {e}", file.display()))?;
+            endpoints.insert(policy.shadow_cluster.clone(), chosen);
+        }
+        let of = |cluster: &str| endpoints.get(cluster).cloned().unwrap_or_default();
+        if let Some(address) =
+            endpoint_overlap(&of(&policy.primary.cluster), &of(&policy.shadow_cluster))
+        {
+            return Err(format!(
+                "{}: service `{name}`: the shadow cluster `{}` and the primary cluster `{}` share the endpoint {address}: the shadow must not share the primary's endpoints",
+                path.display(),
+                policy.shadow_cluster,
+                policy.primary.cluster
+            ));
+        }
         let setup = ServiceSetup {
             policy,
             listener: service.listener,
-            endpoints: service.endpoints,
+            endpoints,
         };
         if services.insert(name.clone(), setup).is_some() {
             return Err(format!(
@@ -99,6 +123,43 @@ pub fn load(path: &Path) -> Result<Setup, String> {
         services,
         access_log: config.access_log_cluster,
     })
+}
+
+/// The shadow's hosts chosen by a policy's `hosts:` section, as socket addresses; the
+/// selection's report is logged. Hosts must be IP addresses here (Envoy's STATIC clusters).
+fn shadow_hosts(
+    config: &hosts::HostSelectionConfig,
+    dir: &Path,
+) -> Result<Vec<SocketAddr>, String> {
+    let inventory = config.load_inventory(dir).map_err(|e| e.to_string())?;
+    let selection = hosts::select(&inventory, config).map_err(|e| e.to_string())?;
+    let largest_drift = selection
+        .labels
+        .iter()
+        .map(|(label, report)| format!("{label}: {:.3}", report.max_difference))
+        .collect::<Vec<_>>()
+        .join(", ");
+    tracing::info!(
+        hosts = selection.hosts.len(),
+        seed = selection.seed,
+        largest_drift,
+        "shadow hosts chosen by stratum"
+    );
+    selection
+        .hosts
+        .iter()
+        .map(|h| {
+            format!("{}:{}", h.address, h.port)
+                .parse::<SocketAddr>()
+                .or_else(|_| format!("[{}]:{}", h.address, h.port).parse())
+                .map_err(|_| {
+                    format!(
+                        "host `{}` has address `{}`: the shadow's endpoints must be IP addresses",
+                        h.id, h.address
+                    )
+                })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -139,5 +200,50 @@ mod tests {
         let only = load_text("steering: filter_only\nnodes: [e1]\nservices:\n  - policy: p.yaml\n")
             .expect("filter-only needs no listener");
         assert_eq!(only.steering, Steering::FilterOnly);
+    }
+
+    #[test]
+    fn rollout_hosts_choice_becomes_the_shadow_endpoints_and_overlap_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let inventory = "hosts:\n\
+            \x20 - {id: a1, address: 10.0.1.1, port: 80, labels: {zone: a}}\n\
+            \x20 - {id: a2, address: 10.0.1.2, port: 80, labels: {zone: a}}\n\
+            \x20 - {id: a3, address: 10.0.1.3, port: 80, labels: {zone: a}}\n\
+            \x20 - {id: b1, address: 10.0.2.1, port: 80, labels: {zone: b}}\n";
+        std::fs::write(dir.path().join("inv.yaml"), inventory).expect("inventory");
+        let policy = format!(
+            "{POLICY}hosts:\n  inventory: inv.yaml\n  size: 2\n  strata: [zone]\n  seed: 3\n"
+        );
+        std::fs::write(dir.path().join("p.yaml"), policy).expect("policy");
+        let write = |endpoints: &str| {
+            let path = dir.path().join("serve.yaml");
+            std::fs::write(
+                &path,
+                format!("nodes: [e1]\nservices:\n  - policy: p.yaml\n    listener: 127.0.0.1:0\n    endpoints: {endpoints}\n"),
+            )
+            .expect("serve config");
+            load(&path)
+        };
+        let setup = write(r#"{ v1: ["127.0.0.1:1"], v2: ["127.0.0.1:2"] }"#).expect("loads");
+        let shadow = &setup.services["checkout"].endpoints["v2"];
+        // One host per zone (2 hosts, 2 strata), replacing the listed endpoint.
+        assert_eq!(shadow.len(), 2, "{shadow:?}");
+        assert!(
+            shadow
+                .iter()
+                .any(|a| a.ip().to_string().starts_with("10.0.1."))
+        );
+        assert!(shadow.contains(&"10.0.2.1:80".parse().expect("addr")));
+        let again = write(r#"{ v1: ["127.0.0.1:1"] }"#).expect("loads");
+        assert_eq!(
+            &again.services["checkout"].endpoints["v2"], shadow,
+            "same seed, same hosts"
+        );
+        // A chosen host that the primary also uses is refused, naming it.
+        let overlap = write(r#"{ v1: ["10.0.2.1:80"] }"#).unwrap_err();
+        assert!(
+            overlap.contains("10.0.2.1:80") && overlap.contains("share"),
+            "{overlap}"
+        );
     }
 }

@@ -182,15 +182,20 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let setup = config::load(&args.config)?;
     let store = Store::open(&args.store).map_err(|e| e.to_string())?;
     let cache = Arc::new(SnapshotCache::new());
+    let store_config = store_config(&setup);
+    let window_ms = store_config.window_ms;
     let clusters = Arc::new(registry(&setup));
     let windows = Arc::new(WindowStore::new(
-        store_config(&setup),
+        store_config,
         ClusterRegistry::clone(&clusters),
     ));
     let samples = Arc::new(SampleStore::new());
     let controller = Arc::new(Mutex::new(
         Controller::open(setup, store, Arc::clone(&cache)).map_err(|e| e.to_string())?,
     ));
+
+    // Probes, alerters and Prometheus clients start here so that their errors stop the start.
+    let loops = analysis_loop::prepare(&controller, window_ms)?;
 
     let xds = bind(args.xds, "xDS server").await?;
     let metrics = bind(args.metrics, "metrics server").await?;
@@ -219,6 +224,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         until_stopped(stopped.clone()),
     ));
     let analysis_task = tokio::spawn(analysis_loop::run(
+        loops,
         Arc::clone(&controller),
         windows,
         samples,

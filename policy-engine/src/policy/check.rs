@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Position, Problem, parse};
+use super::{Position, Problem, parse_in};
 
 /// A problem in one file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,7 +53,8 @@ pub fn check_paths(paths: &[PathBuf]) -> Report {
         for file in files {
             match std::fs::read_to_string(&file) {
                 Ok(text) => {
-                    if let Err(problems) = parse(&text) {
+                    let dir = file.parent().unwrap_or(Path::new("."));
+                    if let Err(problems) = parse_in(&text, dir) {
                         report
                             .problems
                             .extend(problems.into_iter().map(|problem| FileProblem {

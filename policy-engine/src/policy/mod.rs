@@ -22,8 +22,8 @@ use std::fmt;
 use std::path::Path;
 
 pub use model::{
-    Action, Analysis, DataScope, Headers, MatchTest, Matcher, Mirror, Mode, Percent, Policy,
-    Primary, Rule, Severity, Step, Sticky, Traffic, parse_duration,
+    Action, Analysis, Backend, DataScope, Headers, Isolation, MatchTest, Matcher, Mirror, Mode,
+    Percent, Policy, Primary, Rule, Severity, Step, Sticky, Traffic, parse_duration,
 };
 
 /// A position in a policy file: 1-based line and column (in characters).
@@ -98,10 +98,18 @@ pub enum LoadError {
     },
 }
 
-/// Parses and validates a policy from its text; every problem found, in file order.
+/// Parses and validates a policy from its text; every problem found, in file order. A
+/// `hosts:` section's inventory is not read (see [`parse_in`]).
 pub fn parse(text: &str) -> Result<Policy, Vec<Problem>> {
     let raw: raw::RawPolicy = serde_saphyr::from_str(text).map_err(|e| vec![yaml_problem(&e)])?;
-    validate::validate(raw, text)
+    validate::validate(raw, text, None)
+}
+
+/// [`parse`] for a policy file in `dir`: a `hosts:` section's inventory is read from there and
+/// the shadow's hosts chosen, so an inventory that cannot give them is a problem too.
+pub fn parse_in(text: &str, dir: &Path) -> Result<Policy, Vec<Problem>> {
+    let raw: raw::RawPolicy = serde_saphyr::from_str(text).map_err(|e| vec![yaml_problem(&e)])?;
+    validate::validate(raw, text, Some(dir))
 }
 
 /// Reads, parses and validates the policy file at `path`.
@@ -111,7 +119,8 @@ pub fn load(path: &Path) -> Result<Policy, LoadError> {
         path: name.clone(),
         source,
     })?;
-    parse(&text).map_err(|problems| LoadError::Invalid {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    parse_in(&text, dir).map_err(|problems| LoadError::Invalid {
         path: name,
         problems,
     })

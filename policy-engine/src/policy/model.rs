@@ -8,6 +8,10 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::Position;
+use crate::alerts::AlertsConfig;
+use crate::hosts::HostSelectionConfig;
+use crate::resources::ResourcesConfig;
+use crate::synthetic::Probe;
 
 /// A policy, checked: clusters named, traffic in range, rules compiled and type-checked.
 #[derive(Clone, Debug)]
@@ -26,8 +30,51 @@ pub struct Policy {
     pub rules: Vec<Rule>,
     /// Promotion steps, strictly increasing weights.
     pub steps: Vec<Step>,
-    /// Alert sinks by name.
-    pub alerts: Vec<String>,
+    /// Alert sinks and delivery (`None`: rules alert nobody).
+    pub alerts: Option<AlertsConfig>,
+    /// Resource queries (`None`: no `<variant>.resources` fields).
+    pub resources: Option<ResourcesConfig>,
+    /// How the shadow's hosts are chosen (`None`: the serve config's endpoints).
+    pub hosts: Option<HostSelectionConfig>,
+    /// Synthetic probes.
+    pub synthetic: Vec<Probe>,
+    /// What the shadow must not share with the primary.
+    pub isolation: Isolation,
+}
+
+/// What the shadow must not share with the primary. The endpoints of the two clusters never
+/// overlap (checked wherever they are known); named backends are checked here.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Isolation {
+    /// The shadow shares no state with the primary: probes may use any method.
+    pub isolated: bool,
+    /// Backends each variant reaches at its own addresses.
+    pub backends: Vec<Backend>,
+}
+
+/// A named backend and the addresses each variant uses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Backend {
+    /// Its name.
+    pub name: String,
+    /// The primary's addresses.
+    pub primary: Vec<String>,
+    /// The shadow's addresses (none in common with the primary's).
+    pub shadow: Vec<String>,
+}
+
+impl Policy {
+    /// The names of the resource queries the policy runs (the `<variant>.resources` fields).
+    pub fn resource_names(&self) -> Vec<String> {
+        resource_names(self.resources.as_ref())
+    }
+}
+
+/// The query names of a resources section, sorted.
+pub fn resource_names(resources: Option<&ResourcesConfig>) -> Vec<String> {
+    resources
+        .map(|r| r.templates().into_keys().collect())
+        .unwrap_or_default()
 }
 
 /// The primary deployment.

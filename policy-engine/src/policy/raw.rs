@@ -2,8 +2,14 @@
 //! position of every value that validation may refuse. Nothing here is checked beyond YAML
 //! syntax, field names and scalar types; [`super::validate`] turns it into a [`super::Policy`].
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use serde_saphyr::Spanned;
+
+use crate::alerts::AlertsConfig;
+use crate::hosts::HostSelectionConfig;
+use crate::resources::ResourcesConfig;
 
 /// A whole policy file.
 #[derive(Debug, Deserialize)]
@@ -24,9 +30,75 @@ pub struct RawPolicy {
     /// Promotion steps (shadow weights with hold times).
     #[serde(default)]
     pub steps: Vec<RawStep>,
-    /// Alert sinks by name.
+    /// Alert sinks, retries and limits (docs/alerts.md).
+    pub alerts: Option<Spanned<AlertsConfig>>,
+    /// Resource metrics from Prometheus (docs/resources.md).
+    pub resources: Option<Spanned<ResourcesConfig>>,
+    /// Stratified choice of the shadow's hosts (docs/hosts.md).
+    pub hosts: Option<Spanned<HostSelectionConfig>>,
+    /// Synthetic probes (docs/synthetic.md).
     #[serde(default)]
-    pub alerts: Vec<Spanned<String>>,
+    pub synthetic: Vec<Spanned<RawProbe>>,
+    /// What the shadow must not share with the primary.
+    pub isolation: Option<RawIsolation>,
+}
+
+/// One synthetic probe.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProbe {
+    /// Unique name.
+    pub name: Spanned<String>,
+    /// HTTP method (default GET).
+    pub method: Option<Spanned<String>>,
+    /// Path and query, from `/`.
+    pub path: Spanned<String>,
+    /// Extra request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Spanned<String>>,
+    /// Request body.
+    pub body: Option<String>,
+    /// What a good answer looks like.
+    pub expect: Option<RawExpect>,
+    /// The longest a good answer may take (default 1s).
+    pub latency_budget: Option<Spanned<String>>,
+    /// Runs per time (`1/s`, `6/m`; default `1/10s`).
+    pub rate: Option<Spanned<String>>,
+}
+
+/// A probe's expectations.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExpect {
+    /// Expected status (default 200).
+    pub status: Option<Spanned<u64>>,
+    /// The body must contain this.
+    pub body_contains: Option<Spanned<String>>,
+    /// The body must match this regular expression.
+    pub body_matches: Option<Spanned<String>>,
+}
+
+/// The isolation section.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIsolation {
+    /// The shadow shares no state with the primary: state-changing probes are allowed.
+    pub isolated: Option<Spanned<bool>>,
+    /// Named backends whose primary and shadow addresses must differ.
+    #[serde(default)]
+    pub backends: Vec<Spanned<RawBackend>>,
+}
+
+/// A backend (database, queue...) that each variant reaches at its own addresses.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    /// Its name.
+    pub name: Spanned<String>,
+    /// Addresses the primary uses.
+    pub primary: Vec<Spanned<String>>,
+    /// Addresses the shadow uses.
+    pub shadow: Vec<Spanned<String>>,
 }
 
 /// The primary: its cluster and, optionally, the previous stable version to roll back to.

@@ -2,6 +2,7 @@
 //! than stopping at the first. The ranges follow the filter's config (docs/filter-config.md).
 
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::sync::Arc;
 
 use serde_saphyr::Spanned;
@@ -11,9 +12,14 @@ use super::model::*;
 use super::raw::*;
 use super::{Position, Problem, position_in_value};
 use crate::context::{RuleContext, Schema};
+use crate::hosts::select;
 
-/// Validates a raw policy whose source is `text`.
-pub fn validate(raw: RawPolicy, text: &str) -> Result<Policy, Vec<Problem>> {
+mod sections;
+pub use sections::{endpoint_overlap, normalize_address, parse_rate};
+
+/// Validates a raw policy whose source is `text`; with the policy file's `dir`, a `hosts:`
+/// section's inventory is read and the shadow's hosts chosen too.
+pub fn validate(raw: RawPolicy, text: &str, dir: Option<&Path>) -> Result<Policy, Vec<Problem>> {
     let mut v = Validator {
         text,
         problems: Vec::new(),
@@ -39,9 +45,37 @@ pub fn validate(raw: RawPolicy, text: &str) -> Result<Policy, Vec<Problem>> {
     }
     let traffic = v.traffic(&raw.traffic);
     let analysis = v.analysis(&raw.analysis);
-    let rules = v.rules(&raw.rules, &traffic.custom_metrics);
+    let alerts = raw
+        .alerts
+        .as_ref()
+        .and_then(|a| v.section(a, "alerts", a.value.validate().map_err(|e| e.to_string())));
+    let resources = raw.resources.as_ref().and_then(|r| {
+        v.section(
+            r,
+            "resources",
+            r.value.validate().map_err(|e| e.to_string()),
+        )
+    });
+    let hosts = raw.hosts.as_ref().and_then(|h| {
+        let checked = match dir {
+            Some(dir) => h
+                .value
+                .load_inventory(dir)
+                .and_then(|inventory| select(&inventory, &h.value))
+                .map(|_| ()),
+            None => h.value.validate(),
+        };
+        v.section(h, "hosts", checked.map_err(|e| e.to_string()))
+    });
+    let isolation = v.isolation(raw.isolation.as_ref());
+    let synthetic = v.probes(&raw.synthetic, isolation.isolated);
+    let rules = v.rules(
+        &raw.rules,
+        &traffic.custom_metrics,
+        &resource_names(resources.as_ref()),
+        !synthetic.is_empty(),
+    );
     let steps = v.steps(&raw.steps);
-    let alerts = v.alerts(&raw.alerts);
     let mut problems = v.problems;
     if !problems.is_empty() {
         problems.sort_by_key(|p| p.position);
@@ -56,6 +90,10 @@ pub fn validate(raw: RawPolicy, text: &str) -> Result<Policy, Vec<Problem>> {
         rules,
         steps,
         alerts,
+        resources,
+        hosts,
+        synthetic,
+        isolation,
     };
     // The filter's own parser has the last word on the config this policy pushes.
     let percent = policy.traffic.percent.get();
@@ -368,12 +406,18 @@ impl Validator<'_> {
         }
     }
 
-    fn rules(&mut self, rules: &Spanned<Vec<RawRule>>, custom: &[String]) -> Vec<Rule> {
+    fn rules(
+        &mut self,
+        rules: &Spanned<Vec<RawRule>>,
+        custom: &[String],
+        resources: &[String],
+        probes: bool,
+    ) -> Vec<Rule> {
         if rules.value.is_empty() {
             self.problem(rules, "rules", "a policy needs at least one rule".into());
         }
-        let schema = Schema::of(custom);
-        let sample = RuleContext::sample(custom);
+        let schema = Schema::with(custom, resources);
+        let sample = RuleContext::sample_with(custom, resources);
         let mut names = BTreeSet::new();
         let mut out = Vec::new();
         for r in &rules.value {
@@ -427,6 +471,16 @@ impl Validator<'_> {
                 None => action.map(Action::default_severity),
             };
             let checked = match expr::check(&r.when.value, &schema, &sample) {
+                Ok(c) if !probes && c.fields.iter().any(|f| f.starts_with("synthetic.")) => {
+                    self.problem(
+                        &r.when,
+                        "synthetic",
+                        format!(
+                            "rule `{name}` reads synthetic.* but the policy has no `synthetic:` probes"
+                        ),
+                    );
+                    None
+                }
                 Ok(c) => Some(c),
                 Err(problems) => {
                     for p in problems {
@@ -492,23 +546,19 @@ impl Validator<'_> {
         out
     }
 
-    fn alerts(&mut self, alerts: &[Spanned<String>]) -> Vec<String> {
-        let mut seen = BTreeSet::new();
-        alerts
-            .iter()
-            .map(|a| {
-                let name = self.name(a, "alerts entry", 64, "[a-z0-9_-]", |c| {
-                    c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-'
-                });
-                if !seen.insert(name.clone()) {
-                    self.problem(
-                        a,
-                        "duplicate",
-                        format!("alert sink `{name}` is listed twice"),
-                    );
-                }
-                name
-            })
-            .collect()
+    /// A section whose own type checks itself: its error, if any, at the section's position.
+    fn section<T: Clone>(
+        &mut self,
+        s: &Spanned<T>,
+        field: &str,
+        checked: Result<(), String>,
+    ) -> Option<T> {
+        match checked {
+            Ok(()) => Some(s.value.clone()),
+            Err(e) => {
+                self.problem(s, "section", format!("{field}: {e}"));
+                None
+            }
+        }
     }
 }

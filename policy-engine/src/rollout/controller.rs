@@ -204,6 +204,17 @@ impl Controller {
         self.setup.services.get(service).map(|s| &s.policy)
     }
 
+    /// Where `service`'s synthetic probes go: the endpoints of its primary and shadow clusters
+    /// (the shadow's chosen by the policy's `hosts:` section when it has one).
+    pub fn targets(&self, service: &str) -> Option<crate::synthetic::Targets> {
+        let setup = self.setup.services.get(service)?;
+        let of = |cluster: &str| setup.endpoints.get(cluster).cloned().unwrap_or_default();
+        Some(crate::synthetic::Targets {
+            primary: of(&setup.policy.primary.cluster),
+            shadow: of(&setup.policy.shadow_cluster),
+        })
+    }
+
     /// The cache snapshots are served from.
     pub fn cache(&self) -> &Arc<SnapshotCache> {
         &self.cache

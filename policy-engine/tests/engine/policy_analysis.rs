@@ -63,7 +63,7 @@ fn policy_rules_wait_for_the_minimum_sample_and_say_so() {
     );
     assert_eq!(evals.len(), 4);
     assert!(
-        matches!(&evals[0].outcome, Outcome::Inconclusive { reason } if reason.contains("shadow 40"))
+        matches!(&evals[0].outcome, Outcome::Inconclusive { reason, .. } if reason.contains("shadow 40"))
     );
     assert!(matches!(evals[1].outcome, Outcome::Inconclusive { .. }));
     assert!(matches!(evals[2].outcome, Outcome::Evaluated { .. }));
@@ -179,4 +179,63 @@ fn policy_analysis_refuses_windows_out_of_order() {
     a.push(&window(3, (1, 0), (1, 0))).unwrap();
     let err = a.push(&window(2, (1, 0), (1, 0))).unwrap_err();
     assert_eq!(err.code(), "out_of_order");
+}
+
+#[test]
+fn policy_synthetic_rules_decide_without_traffic_but_never_step_up() {
+    use doppel_engine::context::LookInputs;
+    use doppel_engine::synthetic::{SyntheticRecord, SyntheticVariant};
+    let rules = "  - name: probe-fails\n    when: synthetic.shadow.failed > 0\n    action: rollback\n\
+                 \x20 - name: probes-pass\n    when: synthetic.shadow.passed > 0 && synthetic.shadow.failed == 0\n    action: shift\n\
+                 \x20 - name: errors\n    when: shadow.errors > 0\n    action: rollback\n";
+    let probes = "synthetic:\n  - name: home\n    path: /\n";
+    let p = policy(
+        "",
+        &format!("{rules}{probes}"),
+        "steps:\n  - weight: 50\n    hold: 1s\n",
+    );
+    let mut a = Analyzer::new(p).unwrap();
+    let record = |passed: i64, failed: i64| SyntheticRecord {
+        shadow: SyntheticVariant {
+            runs: passed + failed,
+            passed,
+            failed,
+            ..SyntheticVariant::default()
+        },
+        ..SyntheticRecord::default()
+    };
+    // No traffic at all, probes passing: inconclusive, the shift rule holds but may not fire.
+    a.set_inputs(LookInputs {
+        synthetic: Some(record(3, 0)),
+        resources: None,
+    });
+    let evals = run(
+        &mut a,
+        &[window(0, (0, 0), (0, 0)), window(1, (0, 0), (0, 0))],
+    );
+    assert_eq!(evals.len(), 2);
+    for e in &evals {
+        assert!(
+            matches!(&e.outcome, Outcome::Inconclusive { holding, .. } if holding.is_empty()),
+            "shift rules are not evaluated without traffic: {:?}",
+            e.outcome
+        );
+        assert!(e.decisions.is_empty());
+        assert_eq!(e.synthetic.as_ref().map(|s| s.shadow.passed), Some(3));
+    }
+    // A probe fails: the rollback fires at once, still without traffic.
+    a.set_inputs(LookInputs {
+        synthetic: Some(record(2, 1)),
+        resources: None,
+    });
+    let evals = run(&mut a, &[window(2, (0, 0), (0, 0))]);
+    assert_eq!(fired(&evals), vec![(3, "probe-fails".to_string())]);
+    assert!(
+        evals[0].decisions[0]
+            .explanation
+            .contains("synthetic: shadow 2/3 passed"),
+        "{}",
+        evals[0].decisions[0].explanation
+    );
+    assert_eq!(a.ended(), Some(End::RolledBack));
 }

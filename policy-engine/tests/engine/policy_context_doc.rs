@@ -37,7 +37,8 @@ fn rows() -> Vec<Row> {
 #[test]
 fn policy_context_doc_lists_exactly_the_context_fields() {
     let name = "<name>".to_string();
-    let schema = Schema::of(std::slice::from_ref(&name));
+    let query = "<query>".to_string();
+    let schema = Schema::with(std::slice::from_ref(&name), std::slice::from_ref(&query));
     let actual: BTreeSet<(String, String)> = schema
         .paths()
         .into_iter()
@@ -45,9 +46,13 @@ fn policy_context_doc_lists_exactly_the_context_fields() {
         .collect();
     let mut documented = BTreeSet::new();
     for row in rows() {
-        let paths = match row.path.strip_prefix("<variant>.") {
-            Some(rest) => vec![format!("primary.{rest}"), format!("shadow.{rest}")],
-            None => vec![row.path.clone()],
+        let paths = if row.path.contains("<variant>") {
+            vec![
+                row.path.replace("<variant>", "primary"),
+                row.path.replace("<variant>", "shadow"),
+            ]
+        } else {
+            vec![row.path.clone()]
         };
         for p in paths {
             assert!(
@@ -71,8 +76,9 @@ fn policy_context_doc_lists_exactly_the_context_fields() {
 #[test]
 fn policy_context_doc_examples_are_valid_rules() {
     let custom = vec!["db".to_string()];
-    let schema = Schema::of(&custom);
-    let sample = RuleContext::sample(&custom);
+    let resources = vec!["cpu".to_string(), "memory".to_string()];
+    let schema = Schema::with(&custom, &resources);
+    let sample = RuleContext::sample_with(&custom, &resources);
     let rows = rows();
     assert!(rows.len() > 40, "the doc's tables were not found");
     for row in rows {

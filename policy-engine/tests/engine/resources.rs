@@ -9,6 +9,10 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
+use doppel_engine::analysis::{Analyzer, End, Outcome};
+use doppel_engine::context::LookInputs;
+use doppel_engine::metrics::ServiceWindow;
+use doppel_engine::policy::Action;
 use doppel_engine::resources::{
     NoData, PrometheusSource, ResourceSample, ResourcesConfig, VariantResources,
 };
@@ -280,6 +284,8 @@ async fn per_variant_resources_come_from_a_real_prometheus() {
         "no data is not zero"
     );
 
+    decide_through_the_analysis(&prometheus.url, &source).await;
+
     for variant in [&sample.primary, &sample.shadow] {
         // Not exported at all: no data, not zero.
         assert_eq!(variant.missing.get("gc_seconds"), Some(&NoData::Empty));
@@ -303,6 +309,59 @@ async fn per_variant_resources_come_from_a_real_prometheus() {
             other => panic!("broken query gave {other:?}"),
         }
     }
+}
+
+/// Must show: a policy whose rule reads `shadow.resources.cpu` decides, through the analyzer
+/// the engine runs, from numbers that came from Prometheus, with no user traffic at all.
+async fn decide_through_the_analysis(url: &str, source: &PrometheusSource) {
+    let text = format!(
+        "service: checkout\nprimary:\n  cluster: checkout-v1\nshadow:\n  cluster: checkout-v2\n\
+         traffic:\n  mode: split\n  percent: 1\nanalysis:\n  interval: 1s\n  min_sample: 100\n  alpha: 0.01\n\
+         resources:\n  prometheus: {url}\n  window: 5s\n  timeout_ms: 3000\n\
+         rules:\n\
+         \x20 - name: shadow-burns-cpu\n    when: shadow.resources.cpu > 3.0 * primary.resources.cpu\n    action: rollback\n\
+         \x20 - name: shadow-over-two-cores\n    when: shadow.resources.cpu > 2.0\n    action: pause\n\
+         \x20 - name: shadow-io\n    when: shadow.resources.io > 0.0\n    action: pause\n"
+    );
+    let policy = doppel_engine::policy::parse(&text).expect("valid policy");
+    let mut analyzer = Analyzer::new(policy).expect("analyzer");
+    analyzer.sync(0, 1.0, 0, false);
+    // The numbers the engine's loop hands the analyzer before a look.
+    let sample = source.sample().await;
+    let cpu = (sample.primary.values["cpu"], sample.shadow.values["cpu"]);
+    analyzer.set_inputs(LookInputs {
+        synthetic: None,
+        resources: Some(sample),
+    });
+    // No user traffic: an empty window that reaches the first look.
+    let window = ServiceWindow {
+        service: "checkout".into(),
+        start_ms: 0,
+        end_ms: 1_000,
+        ..ServiceWindow::default()
+    };
+    let evaluation = analyzer
+        .push(&window)
+        .expect("the look runs")
+        .expect("one look per interval");
+    assert!(
+        matches!(&evaluation.outcome, Outcome::Inconclusive { holding, .. } if holding == &["shadow-burns-cpu"]),
+        "too few requests for traffic rules, but the resource rules were evaluated: {:?}",
+        evaluation.outcome
+    );
+    assert_eq!(evaluation.decisions.len(), 1, "{:?}", evaluation.decisions);
+    let decision = &evaluation.decisions[0];
+    assert_eq!(decision.rule, "shadow-burns-cpu");
+    assert_eq!(decision.action, Action::Rollback);
+    assert_eq!(decision.values["shadow.resources.cpu"], json!(cpu.1));
+    assert_eq!(decision.values["primary.resources.cpu"], json!(cpu.0));
+    assert!(close(cpu.1, 0.9, 0.1) && close(cpu.0, 0.2, 0.1), "{cpu:?}");
+    // `io` has no series: the rule reading it did not hold, it did not fail the look.
+    let record = evaluation
+        .resources
+        .expect("the look's record keeps the sample");
+    assert_eq!(record.shadow.missing.get("io"), Some(&NoData::Empty));
+    assert_eq!(analyzer.ended(), Some(End::RolledBack));
 }
 
 #[tokio::test]

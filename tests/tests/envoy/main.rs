@@ -10,6 +10,7 @@ mod ingest_envoy;
 mod rollout_api;
 mod rollout_bench;
 mod rollout_envoy;
+mod synthetic_serve;
 mod xds_bootstrap;
 mod xds_ecds;
 mod xds_envoy;
