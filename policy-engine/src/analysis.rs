@@ -73,6 +73,39 @@ pub struct Evaluation {
     pub outcome: Outcome,
     /// The rules that fired.
     pub decisions: Vec<Decision>,
+    /// Every rule as this look left it, in policy order (empty when inconclusive).
+    pub rules: Vec<RuleState>,
+}
+
+/// One rule at one look: what it read, the p-value behind it, and where its streak stands.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RuleState {
+    /// The rule's name.
+    pub name: String,
+    /// The rule's action.
+    pub action: Action,
+    /// Whether its condition held at this look.
+    pub holds: bool,
+    /// Consecutive evaluated intervals it has held (0 when it does not hold).
+    pub streak: u32,
+    /// The intervals it must hold to fire (`for`).
+    pub for_intervals: u32,
+    /// It fired at this look.
+    pub fired: bool,
+    /// The context fields the condition reads, with their values at this look.
+    pub values: BTreeMap<String, serde_json::Value>,
+    /// The p-value behind the rule, if it reads a statistical comparison: the p-value field it
+    /// names, else the sequential p-value of the comparison it reads (errors first).
+    pub p_value: Option<PValue>,
+}
+
+/// A p-value and the context field it comes from.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PValue {
+    /// The field, for example `compare.errors.sequential_p_value`.
+    pub field: String,
+    /// Its value.
+    pub value: f64,
 }
 
 /// How the rollout ended, when it did.
@@ -298,6 +331,7 @@ impl Analyzer {
                     ),
                 },
                 decisions: Vec::new(),
+                rules: Vec::new(),
             });
         }
         let rollout = self.rollout(at_ms);
@@ -364,6 +398,22 @@ impl Analyzer {
             });
         }
         let mut decisions = Vec::new();
+        let rules = self
+            .policy
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, rule)| RuleState {
+                name: rule.name.clone(),
+                action: rule.action,
+                holds: holding.contains(&rule.name),
+                streak: self.streaks[i],
+                for_intervals: rule.for_intervals,
+                fired: fired.contains(&i),
+                values: values(rule, &json),
+                p_value: p_value(rule, &json),
+            })
+            .collect();
         let effects = self.apply(&fired, at_ms);
         for (i, effect) in fired.into_iter().zip(effects) {
             let rule = &self.policy.rules[i];
@@ -381,6 +431,7 @@ impl Analyzer {
             step,
             outcome: Outcome::Evaluated { holding },
             decisions,
+            rules,
         })
     }
 
@@ -504,6 +555,26 @@ fn values(rule: &Rule, context: &serde_json::Value) -> BTreeMap<String, serde_js
             (path.clone(), value)
         })
         .collect()
+}
+
+/// The p-value a rule rests on: a `*p_value` field it reads, else the sequential p-value of the
+/// comparison it reads (errors before latency); `None` for a rule that reads no comparison.
+fn p_value(rule: &Rule, context: &serde_json::Value) -> Option<PValue> {
+    let named = rule.fields.iter().find(|f| f.ends_with("p_value")).cloned();
+    let field = named.or_else(|| {
+        ["errors", "latency"].iter().find_map(|kind| {
+            let prefix = format!("compare.{kind}.");
+            rule.fields
+                .iter()
+                .any(|f| f.starts_with(&prefix))
+                .then(|| format!("{prefix}sequential_p_value"))
+        })
+    })?;
+    let value = field
+        .split('.')
+        .try_fold(context, |v, key| v.get(key))?
+        .as_f64()?;
+    Some(PValue { field, value })
 }
 
 fn explain(rule: &Rule, comparison: &Comparison, effect: &str) -> String {

@@ -24,11 +24,15 @@
 //! - [`alerts`]: webhook alerts (Slack, PagerDuty Events v2, JSON) with retries and de-duplication.
 //! - [`hosts`]: stratified, seeded choice of shadow hosts from an inventory or EDS endpoints.
 //! - [`resources`]: per-variant resource metrics (CPU, memory, I/O, custom) from Prometheus.
+//! - [`dashboard`]: the live dashboard (`/dashboard`, its JSON state and server-sent events)
+//!   with the bounded analysis history it draws, and `/metrics`.
+//! - [`telemetry`]: the engine's own counters and the Prometheus text page built from them.
 
 pub mod alerts;
 pub mod analysis;
 pub mod cli;
 pub mod context;
+pub mod dashboard;
 pub mod hosts;
 pub mod ingest;
 pub mod metrics;
@@ -37,4 +41,5 @@ pub mod replay;
 pub mod resources;
 pub mod rollout;
 pub mod stats;
+pub mod telemetry;
 pub mod xds;

@@ -13,4 +13,8 @@ pub mod upstream;
 // Smaller runners written beside the ones above for ingestion, xDS and rollout tests.
 pub mod ingest_support;
 pub mod rollout_support;
+
+// The dashboard, `/metrics` and the browser that looks at them.
+pub mod browser;
+pub mod dashboard_support;
 pub mod xds_support;

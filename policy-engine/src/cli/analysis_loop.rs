@@ -11,6 +11,10 @@
 //!   once its hold time has passed.
 //! - An inconclusive interval (too few requests so far) sends nothing.
 //!
+//! Every tick also records the service's newly completed windows in the dashboard's
+//! [`History`] (whether or not a rollout is running), and each evaluation there and in the
+//! [`Telemetry`] counters.
+//!
 //! An analyzer lives as long as one rollout: it is made when the rollout becomes active and
 //! dropped when it ends. Only complete windows (ended by the engine's clock) are read, so a
 //! window is analysed once, with everything it will ever hold.
@@ -22,9 +26,11 @@ use std::time::Duration;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::analysis::{Analyzer, Evaluation, Outcome};
+use crate::dashboard::History;
 use crate::ingest::WindowStore;
 use crate::policy::{Action, Policy};
 use crate::rollout::{Controller, Input, Phase, Rollout, RolloutEvent, now_ms};
+use crate::telemetry::Telemetry;
 
 /// Past a window's end, how long the loop waits for a flush that arrived just before it.
 const GRACE_MS: u64 = 100;
@@ -53,6 +59,16 @@ struct ServiceLoop {
     service: String,
     policy: Policy,
     run: Option<Run>,
+    observers: Observers,
+}
+
+/// Where the loop reports what it saw: the dashboard's history and the engine's counters.
+#[derive(Clone, Debug, Default)]
+pub struct Observers {
+    /// Windows and evaluations, for the dashboard.
+    pub history: Arc<History>,
+    /// Looks, rules evaluated, decisions, errors.
+    pub telemetry: Arc<Telemetry>,
 }
 
 /// The analysis window length the store should use for these policies: the shortest analysis
@@ -69,6 +85,7 @@ pub fn window_ms<'a>(policies: impl IntoIterator<Item = &'a Policy>, default_ms:
 pub async fn run(
     controller: SharedController,
     windows: Arc<WindowStore>,
+    observers: Observers,
     stop: impl Future<Output = ()> + Send + 'static,
 ) {
     let policies: Vec<Policy> = {
@@ -85,6 +102,7 @@ pub async fn run(
             service: policy.service.clone(),
             policy,
             run: None,
+            observers: observers.clone(),
         };
         tasks.spawn(service_loop(
             state,
@@ -131,6 +149,7 @@ fn view(rollout: &Rollout) -> Option<(usize, f64, u64, bool)> {
 impl ServiceLoop {
     /// One look: reads the windows completed by `now_ms` and applies what they decide.
     fn tick(&mut self, controller: &Mutex<Controller>, windows: &WindowStore, now_ms: u64) {
+        self.record_windows(windows, now_ms);
         let Some(rollout) = lock(controller).rollout(&self.service).cloned() else {
             return;
         };
@@ -169,18 +188,39 @@ impl ServiceLoop {
             }
             run.read_to_ms = window.end_ms;
             match run.analyzer.push(&window) {
-                Ok(Some(evaluation)) => evaluations.push(evaluation),
+                Ok(Some(evaluation)) => {
+                    self.observers.telemetry.look(&evaluation);
+                    self.observers
+                        .history
+                        .record_look(&self.service, &evaluation);
+                    evaluations.push(evaluation);
+                }
                 Ok(None) => {}
-                Err(e) => tracing::warn!(
-                    service = self.service,
-                    code = e.code(),
-                    error = %e,
-                    "analysis skipped a window"
-                ),
+                Err(e) => {
+                    self.observers.telemetry.analysis_error(e.code());
+                    tracing::warn!(
+                        service = self.service,
+                        code = e.code(),
+                        error = %e,
+                        "analysis skipped a window"
+                    );
+                }
             }
         }
         for evaluation in evaluations {
             self.apply(controller, &evaluation);
+        }
+    }
+
+    /// Records the service's windows completed by `now_ms` and not recorded yet.
+    fn record_windows(&self, windows: &WindowStore, now_ms: u64) {
+        let history = &self.observers.history;
+        let since = history.last_window_end(&self.service).unwrap_or(0);
+        for window in windows.windows(&self.service, since) {
+            if window.end_ms > now_ms {
+                break;
+            }
+            history.record_window(&window);
         }
     }
 
@@ -203,6 +243,9 @@ impl ServiceLoop {
                 explanation = decision.explanation,
                 "rule fired"
             );
+            self.observers
+                .telemetry
+                .decision("rule", decision.action.as_str());
             let event = RolloutEvent::fired(decision.at_ms, &decision.rule, decision.action);
             let why = &decision.explanation;
             if let Err(e) = controller.apply_explained(service, Input::Event(event), why) {
