@@ -597,3 +597,54 @@ fn explain(rule: &Rule, comparison: &Comparison, effect: &str) -> String {
     parts.push(effect.to_string());
     parts.join("; ")
 }
+
+#[cfg(test)]
+mod rule_state_tests {
+    use super::*;
+    use crate::policy::parse;
+
+    const POLICY: &str = "service: checkout\nprimary:\n  cluster: a\nshadow:\n  cluster: b\n\
+traffic:\n  mode: split\n  percent: 1\nanalysis:\n  interval: 1s\n  min_sample: 10\n  alpha: 0.01\n\
+rules:\n  - name: worse\n    when: compare.errors.worse\n    action: rollback\n\
+  - name: rate\n    when: shadow.error_rate > 0.05\n    action: alert\n    for: 3\n\
+  - name: p\n    when: compare.latency.p_value < 0.5\n    action: alert\n\
+steps:\n  - weight: 10\n    hold: 1h\n";
+
+    #[test]
+    fn every_look_reports_each_rules_values_p_value_and_streak() {
+        let policy = parse(POLICY).expect("policy");
+        let mut analyzer = Analyzer::new(policy).expect("analyzer");
+        let mut looks = Vec::new();
+        for i in 0..3u64 {
+            let mut w = ServiceWindow {
+                service: "checkout".into(),
+                start_ms: i * 1_000,
+                end_ms: (i + 1) * 1_000,
+                ..ServiceWindow::default()
+            };
+            w.primary.requests = 100;
+            w.shadow.requests = 100;
+            w.shadow.errors_5xx = 30;
+            looks.extend(analyzer.push(&w).expect("window"));
+        }
+        let last = looks.last().expect("a look");
+        let [worse, rate, p] = &last.rules[..] else {
+            panic!("three rules: {:?}", last.rules);
+        };
+        assert_eq!(
+            worse.p_value.as_ref().map(|p| p.field.as_str()),
+            Some("compare.errors.sequential_p_value"),
+            "a rule reading compare.errors rests on its sequential p-value"
+        );
+        assert!(worse.values.contains_key("compare.errors.worse"));
+        assert_eq!(rate.p_value, None, "no comparison read");
+        assert_eq!(rate.values["shadow.error_rate"], serde_json::json!(0.3));
+        assert!(rate.holds && rate.streak == u32::try_from(looks.len()).unwrap_or(0));
+        assert_eq!((rate.for_intervals, rate.fired), (3, looks.len() == 3));
+        assert_eq!(
+            p.p_value.as_ref().map(|p| p.field.as_str()),
+            Some("compare.latency.p_value"),
+            "a p-value field the rule names comes first"
+        );
+    }
+}

@@ -125,3 +125,6 @@ async fn metrics(State(dashboard): State<Arc<Dashboard>>) -> Response {
     );
     response
 }
+
+#[cfg(test)]
+mod tests;

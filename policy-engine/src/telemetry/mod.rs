@@ -90,6 +90,13 @@ impl Telemetry {
     }
 }
 
+impl Telemetry {
+    /// Dashboard event streams open now.
+    pub fn open_dashboard_clients(&self) -> u64 {
+        self.dashboard_clients.load(Ordering::Relaxed)
+    }
+}
+
 /// Counts one open dashboard event stream while it lives.
 #[derive(Debug)]
 pub struct ClientGuard(std::sync::Arc<Telemetry>);

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use doppel_tests::dashboard_support::{Events, call, promtool_check, sample};
-use doppel_tests::procs::RunDir;
+use doppel_tests::procs::{RunDir, workspace_root};
 use doppel_tests::rollout_support::{Engine, TOKEN, eventually, free_port, policy_yaml};
 use doppel_tests::xds_support::{
     AdsMode, Envoy, Upstream, XDS_WAIT, http_get, render_ads_bootstrap_with_metrics,
@@ -41,6 +41,39 @@ async fn metrics(engine: &Engine) -> String {
         reply.header("content-type")
     );
     reply.body
+}
+
+/// Every `expr` in a Grafana dashboard.
+fn collect_exprs(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::String(expr)) = map.get("expr") {
+                out.push(expr.clone());
+            }
+            map.values().for_each(|v| collect_exprs(v, out));
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_exprs(v, out)),
+        _ => {}
+    }
+}
+
+/// The engine's metric names in a PromQL expression: `doppel_...` names that are not the
+/// filter's `doppel_$service_...`.
+fn engine_metrics(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(at) = rest.find("doppel_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '$'))
+            .unwrap_or(tail.len());
+        let name = &tail[..end];
+        if !name.contains('$') {
+            names.push(name.to_owned());
+        }
+        rest = &tail[end..];
+    }
+    names
 }
 
 fn phase(status: &Value) -> &str {
@@ -83,7 +116,6 @@ async fn dashboard_metrics_pass_promtool_and_the_buttons_need_the_token() {
         sample(&page, "doppel_rollout_state{service=\"checkout\",state=\"pending\"}"),
         Some(1.0)
     );
-    assert!(sample(&page, "doppel_ingest_metrics_accepted_total") > Some(0.0));
 
     // Traffic through Envoy: its cluster stats reach the engine's windows.
     let listener = envoy.listener_address("checkout").await.expect("listener");
@@ -174,9 +206,29 @@ async fn dashboard_metrics_pass_promtool_and_the_buttons_need_the_token() {
         Some(10.0)
     );
     assert_eq!(sample(&page, "doppel_dashboard_clients"), Some(1.0));
+    assert!(
+        sample(&page, "doppel_ingest_metrics_accepted_total") > Some(0.0),
+        "the requests' cluster stats were taken\n{page}"
+    );
     assert!(sample(&page, "doppel_analysis_looks_total{outcome=\"evaluated\"}") >= Some(1.0)
         || sample(&page, "doppel_analysis_looks_total{outcome=\"inconclusive\"}") >= Some(1.0),
         "the analysis looked\n{page}");
+
+    // The Grafana dashboard asks only for engine metrics this page has.
+    let grafana = std::fs::read_to_string(workspace_root().join("grafana/doppel.json"))
+        .expect("grafana/doppel.json");
+    let grafana: Value = serde_json::from_str(&grafana).expect("grafana/doppel.json is JSON");
+    let mut exprs = Vec::new();
+    collect_exprs(&grafana, &mut exprs);
+    assert!(exprs.len() >= 15, "{exprs:?}");
+    for expr in &exprs {
+        for name in engine_metrics(expr) {
+            assert!(
+                page.contains(&format!("# TYPE {name} ")),
+                "grafana/doppel.json reads {name}, which /metrics does not have: {expr}"
+            );
+        }
+    }
 
     // Every log line is one JSON object with its fields as keys.
     drop(events);

@@ -303,6 +303,7 @@ function renderRules(data, view) {
     let state = "–", cls = "";
     if (s) {
       if (s.fired) { state = "fired"; cls = "state-fired"; }
+      else if (s.holds && s.streak >= s.for_intervals) { state = "holding (fired earlier)"; cls = "state-holding"; }
       else if (s.holds) { state = "holding " + s.streak + "/" + s.for_intervals; cls = "state-holding"; }
       else { state = "clear"; cls = "state-clear"; }
     }
