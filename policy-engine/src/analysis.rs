@@ -603,12 +603,33 @@ mod rule_state_tests {
     use super::*;
     use crate::policy::parse;
 
-    const POLICY: &str = "service: checkout\nprimary:\n  cluster: a\nshadow:\n  cluster: b\n\
-traffic:\n  mode: split\n  percent: 1\nanalysis:\n  interval: 1s\n  min_sample: 10\n  alpha: 0.01\n\
-rules:\n  - name: worse\n    when: compare.errors.worse\n    action: rollback\n\
-  - name: rate\n    when: shadow.error_rate > 0.05\n    action: alert\n    for: 3\n\
-  - name: p\n    when: compare.latency.p_value < 0.5\n    action: alert\n\
-steps:\n  - weight: 10\n    hold: 1h\n";
+    const POLICY: &str = r#"service: checkout
+primary:
+  cluster: a
+shadow:
+  cluster: b
+traffic:
+  mode: split
+  percent: 1
+analysis:
+  interval: 1s
+  min_sample: 10
+  alpha: 0.01
+rules:
+  - name: worse
+    when: compare.errors.worse
+    action: rollback
+  - name: rate
+    when: shadow.error_rate > 0.05
+    action: alert
+    for: 3
+  - name: p
+    when: compare.latency.p_value < 0.5
+    action: alert
+steps:
+  - weight: 10
+    hold: 1h
+"#;
 
     #[test]
     fn every_look_reports_each_rules_values_p_value_and_streak() {

@@ -50,8 +50,10 @@ impl Browser {
         }
         let port = free_port();
         let mut cmd = Command::new(chromedriver_bin());
-        cmd.arg(format!("--port={port}"))
-            .arg(format!("--log-path={}", dir.join("chromedriver.log").display()));
+        cmd.arg(format!("--port={port}")).arg(format!(
+            "--log-path={}",
+            dir.join("chromedriver.log").display()
+        ));
         let mut driver = ChildGuard::spawn("chromedriver", cmd, &dir.join("chromedriver.stderr"))?;
         let address = SocketAddr::from(([127, 0, 0, 1], port));
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -122,7 +124,11 @@ impl Browser {
 
     /// A PNG of the page, written to `path` (its folder is created).
     pub async fn screenshot(&self, path: &std::path::Path) -> Result<()> {
-        let png = self.client.screenshot().await.context("taking a screenshot")?;
+        let png = self
+            .client
+            .screenshot()
+            .await
+            .context("taking a screenshot")?;
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }

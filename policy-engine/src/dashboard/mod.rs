@@ -55,8 +55,14 @@ const CSP: &str = "default-src 'self'; img-src 'self' data:; object-src 'none'; 
 /// The dashboard's and `/metrics`' routes over `dashboard`.
 pub fn router(dashboard: Arc<Dashboard>) -> Router {
     Router::new()
-        .route("/dashboard", get(|| asset(INDEX_HTML, "text/html; charset=utf-8")))
-        .route("/dashboard/", get(|| asset(INDEX_HTML, "text/html; charset=utf-8")))
+        .route(
+            "/dashboard",
+            get(|| asset(INDEX_HTML, "text/html; charset=utf-8")),
+        )
+        .route(
+            "/dashboard/",
+            get(|| asset(INDEX_HTML, "text/html; charset=utf-8")),
+        )
         .route(
             "/dashboard/app.js",
             get(|| asset(APP_JS, "text/javascript; charset=utf-8")),

@@ -68,15 +68,20 @@ fn window(end_ms: u64) -> ServiceWindow {
 
 /// The next event's name and JSON body, rendered as the wire carries it.
 async fn next(
-    events: &mut (impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>
-              + Unpin),
+    events: &mut (
+             impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>
+             + Unpin
+         ),
 ) -> (String, serde_json::Value) {
     let event = tokio::time::timeout(Duration::from_secs(5), events.next())
         .await
         .expect("an event in time")
         .expect("the stream goes on")
         .expect("infallible");
-    let wire = axum::response::sse::Sse::new(futures::stream::iter([Ok::<_, std::convert::Infallible>(event)]));
+    let wire = axum::response::sse::Sse::new(futures::stream::iter([Ok::<
+        _,
+        std::convert::Infallible,
+    >(event)]));
     let body = axum::response::IntoResponse::into_response(wire).into_body();
     let bytes = axum::body::to_bytes(body, 1 << 20).await.expect("body");
     let text = String::from_utf8(bytes.to_vec()).expect("utf-8");
@@ -100,9 +105,15 @@ async fn dashboard_state_has_policy_rollout_and_history() {
     let state = serde_json::to_value(State::of(&board).expect("state")).expect("json");
     let service = &state["services"][0];
     assert_eq!(service["service"], "checkout");
-    assert_eq!(service["policy"]["rules"][0]["when"], "compare.errors.worse");
+    assert_eq!(
+        service["policy"]["rules"][0]["when"],
+        "compare.errors.worse"
+    );
     assert_eq!(service["policy"]["steps"][0]["weight"], 20.0);
-    assert_eq!(service["rollout"]["status"]["rollout"]["phase"]["phase"], "pending");
+    assert_eq!(
+        service["rollout"]["status"]["rollout"]["phase"]["phase"],
+        "pending"
+    );
     assert_eq!(service["rollout"]["shadow_weight"], 0.0);
     assert_eq!(service["history"]["points"][0]["shadow"]["error_rate"], 0.2);
 }
@@ -118,7 +129,10 @@ async fn dashboard_events_start_with_a_snapshot_then_stream_points_looks_and_rol
 
     board.history.record_window(&window(5_000));
     let (name, point) = next(&mut events).await;
-    assert_eq!((name.as_str(), &point["kind"]), ("point", &serde_json::json!("point")));
+    assert_eq!(
+        (name.as_str(), &point["kind"]),
+        ("point", &serde_json::json!("point"))
+    );
     assert_eq!(point["point"]["primary"]["rps"], 40.0);
 
     board.history.record_look(

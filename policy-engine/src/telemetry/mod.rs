@@ -42,7 +42,9 @@ pub struct Telemetry {
 
 fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
     // A panic elsewhere while holding the lock cannot leave a count half-written.
-    let mut map = map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut map = map
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let n = map.entry(key).or_default();
     *n = n.saturating_add(1);
 }
@@ -161,7 +163,10 @@ pub fn render(scrape: &Scrape<'_>) -> String {
     );
     let refused = scrape.ingest.rejected();
     for code in IngestError::CODES {
-        page.sample(&[("code", code)], n(refused.get(code).copied().unwrap_or(0)));
+        page.sample(
+            &[("code", code)],
+            n(refused.get(code).copied().unwrap_or(0)),
+        );
     }
 
     page.family(
@@ -200,9 +205,18 @@ pub fn render(scrape: &Scrape<'_>) -> String {
     }
 
     let kinds = [
-        ("doppel_xds_pushes_total", "xDS responses sent to Envoys, by type."),
-        ("doppel_xds_acks_total", "xDS responses Envoys acknowledged, by type."),
-        ("doppel_xds_nacks_total", "xDS responses Envoys rejected (NACK), by type."),
+        (
+            "doppel_xds_pushes_total",
+            "xDS responses sent to Envoys, by type.",
+        ),
+        (
+            "doppel_xds_acks_total",
+            "xDS responses Envoys acknowledged, by type.",
+        ),
+        (
+            "doppel_xds_nacks_total",
+            "xDS responses Envoys rejected (NACK), by type.",
+        ),
     ];
     for (i, (name, help)) in kinds.into_iter().enumerate() {
         page.family(name, help, Kind::Counter);

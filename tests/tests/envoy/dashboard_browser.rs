@@ -22,11 +22,31 @@ use serde_json::Value;
 
 const NODE: &str = "dashboard-browser";
 
-const POLICY: &str = "service: checkout\nprimary:\n  cluster: checkout-v1\nshadow:\n  cluster: checkout-v2\n\
-traffic:\n  mode: split\n  percent: 1\nanalysis:\n  interval: 1s\n  min_sample: 20\n  alpha: 0.01\n\
-rules:\n  - name: shadow-errors\n    when: compare.errors.worse\n    action: rollback\n\
-  - name: shadow-error-rate\n    when: shadow.error_rate > 0.05\n    action: alert\n\
-steps:\n  - weight: 50\n    hold: 1h\n  - weight: 100\n    hold: 1h\n";
+const POLICY: &str = r#"service: checkout
+primary:
+  cluster: checkout-v1
+shadow:
+  cluster: checkout-v2
+traffic:
+  mode: split
+  percent: 1
+analysis:
+  interval: 1s
+  min_sample: 20
+  alpha: 0.01
+rules:
+  - name: shadow-errors
+    when: compare.errors.worse
+    action: rollback
+  - name: shadow-error-rate
+    when: shadow.error_rate > 0.05
+    action: alert
+steps:
+  - weight: 50
+    hold: 1h
+  - weight: 100
+    hold: 1h
+"#;
 
 fn write_config(dir: &RunDir, primary: SocketAddr, shadow: SocketAddr) {
     std::fs::write(dir.join("policy.yaml"), POLICY).expect("policy file");
@@ -37,7 +57,11 @@ fn write_config(dir: &RunDir, primary: SocketAddr, shadow: SocketAddr) {
 }
 
 /// Clients sending GETs through `address` until `stop`; counts the answers.
-fn traffic(address: SocketAddr, stop: &Arc<AtomicBool>, sent: &Arc<AtomicU64>) -> Vec<tokio::task::JoinHandle<()>> {
+fn traffic(
+    address: SocketAddr,
+    stop: &Arc<AtomicBool>,
+    sent: &Arc<AtomicU64>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     (0..3)
         .map(|_| {
             let (stop, sent) = (Arc::clone(stop), Arc::clone(sent));
@@ -75,21 +99,34 @@ async fn dashboard_browser_shows_traffic_and_the_rollback_of_a_faulty_shadow() {
             .expect("bootstrap");
     let envoy = Envoy::start(&bootstrap, NODE).await.expect("envoy");
     let out = engine.cli(&["start", "checkout", "--version", "v2"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     eventually(XDS_WAIT, "step 1 at 50% in Envoy", || async {
         let weights = envoy.route_weights().await.ok()?;
-        weights.iter().any(|(name, w)| name == "checkout-v2" && *w == 5_000).then_some(())
+        weights
+            .iter()
+            .any(|(name, w)| name == "checkout-v2" && *w == 5_000)
+            .then_some(())
     })
     .await;
 
-    let browser = Browser::start(&run, 1440, 1500).await.expect("headless chromium");
+    let browser = Browser::start(&run, 1440, 1500)
+        .await
+        .expect("headless chromium");
     browser
         .client
         .goto(&format!("http://{}/dashboard", engine.api))
         .await
         .expect("open the dashboard");
     browser
-        .until(Duration::from_secs(10), "the live feed", "return document.getElementById('connection').dataset.state === 'live';")
+        .until(
+            Duration::from_secs(10),
+            "the live feed",
+            "return document.getElementById('connection').dataset.state === 'live';",
+        )
         .await
         .expect("the page connects to /dashboard/events");
     browser
@@ -120,9 +157,15 @@ async fn dashboard_browser_shows_traffic_and_the_rollback_of_a_faulty_shadow() {
         )
         .await
         .expect("the rule evaluated and clear while healthy");
-    assert!(rule.as_str().unwrap_or("").contains("compare.errors.worse"), "{rule}");
+    assert!(
+        rule.as_str().unwrap_or("").contains("compare.errors.worse"),
+        "{rule}"
+    );
     assert_eq!(
-        browser.eval("return document.querySelector('[data-service=checkout]').dataset.phase;").await.expect("phase"),
+        browser
+            .eval("return document.querySelector('[data-service=checkout]').dataset.phase;")
+            .await
+            .expect("phase"),
         "shadowing",
         "{}",
         engine.log_tail()
@@ -143,7 +186,10 @@ async fn dashboard_browser_shows_traffic_and_the_rollback_of_a_faulty_shadow() {
         .unwrap_or_else(|e| panic!("{e}\n{}", engine.log_tail()));
     let text = rolled_back.as_str().unwrap_or("");
     assert!(text.contains("rule shadow-errors → rollback"), "{text}");
-    assert!(text.contains("compare.errors.worse"), "the reason is shown: {text}");
+    assert!(
+        text.contains("compare.errors.worse"),
+        "the reason is shown: {text}"
+    );
 
     let page: Value = browser
         .eval(&format!(
@@ -154,7 +200,10 @@ async fn dashboard_browser_shows_traffic_and_the_rollback_of_a_faulty_shadow() {
         .await
         .expect("page state");
     assert_eq!(page["phase"], "rolled_back", "{page}");
-    assert_eq!(page["shadow"], "0", "the weights bar shows the shadow at 0: {page}");
+    assert_eq!(
+        page["shadow"], "0",
+        "the weights bar shows the shadow at 0: {page}"
+    );
     assert_eq!(page["rule"], "fired", "{page}");
 
     // A button pressed without a token is refused by the API, and says so.
@@ -174,7 +223,11 @@ async fn dashboard_browser_shows_traffic_and_the_rollback_of_a_faulty_shadow() {
     let shot = workspace_root().join("tests/artifacts/dashboard-rollback.png");
     browser.screenshot(&shot).await.expect("screenshot");
     let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
-    assert!(size > 20_000, "a real screenshot ({size} bytes) at {}", shot.display());
+    assert!(
+        size > 20_000,
+        "a real screenshot ({size} bytes) at {}",
+        shot.display()
+    );
     eprintln!(
         "{} requests sent; screenshot at {}",
         sent.load(Ordering::SeqCst),

@@ -36,7 +36,9 @@ async fn metrics(engine: &Engine) -> String {
         .expect("GET /metrics");
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert!(
-        reply.header("content-type").starts_with("text/plain; version=0.0.4"),
+        reply
+            .header("content-type")
+            .starts_with("text/plain; version=0.0.4"),
         "{}",
         reply.header("content-type")
     );
@@ -101,52 +103,88 @@ async fn dashboard_metrics_pass_promtool_and_the_buttons_need_the_token() {
     let envoy = Envoy::start(&bootstrap, NODE).await.expect("envoy");
 
     // Envoy took its config (pushes ACKed) and streams stats (messages ingested).
-    let page = eventually(XDS_WAIT, "pushes acknowledged and stats ingested", || async {
-        let page = metrics(&engine).await;
-        let acked = sample(&page, "doppel_xds_acks_total{type=\"lds\"}").unwrap_or(0.0);
-        let messages = sample(&page, "doppel_ingest_messages_total").unwrap_or(0.0);
-        (acked >= 1.0 && messages >= 2.0).then_some(page)
-    })
+    let page = eventually(
+        XDS_WAIT,
+        "pushes acknowledged and stats ingested",
+        || async {
+            let page = metrics(&engine).await;
+            let acked = sample(&page, "doppel_xds_acks_total{type=\"lds\"}").unwrap_or(0.0);
+            let messages = sample(&page, "doppel_ingest_messages_total").unwrap_or(0.0);
+            (acked >= 1.0 && messages >= 2.0).then_some(page)
+        },
+    )
     .await;
     promtool_check(&page).unwrap_or_else(|e| panic!("{e}\n{page}"));
     assert!(sample(&page, "doppel_xds_pushes_total{type=\"cds\"}") >= Some(1.0));
-    assert_eq!(sample(&page, "doppel_xds_nacks_total{type=\"cds\"}"), Some(0.0));
-    assert_eq!(sample(&page, &format!("doppel_xds_streams{{node=\"{NODE}\"}}")), Some(1.0));
     assert_eq!(
-        sample(&page, "doppel_rollout_state{service=\"checkout\",state=\"pending\"}"),
+        sample(&page, "doppel_xds_nacks_total{type=\"cds\"}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&page, &format!("doppel_xds_streams{{node=\"{NODE}\"}}")),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &page,
+            "doppel_rollout_state{service=\"checkout\",state=\"pending\"}"
+        ),
         Some(1.0)
     );
 
     // Traffic through Envoy: its cluster stats reach the engine's windows.
     let listener = envoy.listener_address("checkout").await.expect("listener");
     let out = engine.cli(&["start", "checkout", "--version", "v2"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for _ in 0..100 {
-        let reply = http_get(listener, "/").await.expect("request through envoy");
+        let reply = http_get(listener, "/")
+            .await
+            .expect("request through envoy");
         assert_eq!(reply.status, 200);
     }
 
     // The dashboard's page, its script and its snapshot.
-    let html = call(engine.api, "GET", "/dashboard", None).await.expect("page");
+    let html = call(engine.api, "GET", "/dashboard", None)
+        .await
+        .expect("page");
     assert_eq!(html.status, 200);
     assert!(html.header("content-type").starts_with("text/html"));
-    assert!(html.header("content-security-policy").contains("default-src 'self'"));
+    assert!(
+        html.header("content-security-policy")
+            .contains("default-src 'self'")
+    );
     assert!(html.body.contains("/dashboard/app.js"), "{}", html.body);
-    let script = call(engine.api, "GET", "/dashboard/app.js", None).await.expect("app.js");
+    let script = call(engine.api, "GET", "/dashboard/app.js", None)
+        .await
+        .expect("app.js");
     assert_eq!(script.status, 200);
     assert!(
-        script.body.contains("\"/v1/rollouts/\" + encodeURIComponent(service)"),
+        script
+            .body
+            .contains("\"/v1/rollouts/\" + encodeURIComponent(service)"),
         "the buttons post to the rollout API"
     );
-    assert!(!script.body.contains("http://") && !script.body.contains("https://"), "no CDN");
+    assert!(
+        !script.body.contains("http://") && !script.body.contains("https://"),
+        "no CDN"
+    );
     let state = eventually(XDS_WAIT, "windows in the dashboard's history", || async {
-        let reply = call(engine.api, "GET", "/dashboard/state", None).await.ok()?;
+        let reply = call(engine.api, "GET", "/dashboard/state", None)
+            .await
+            .ok()?;
         let state: Value = serde_json::from_str(&reply.body).ok()?;
         let service = state["services"][0].clone();
         let served: u64 = service["history"]["points"]
             .as_array()?
             .iter()
-            .map(|p| p["primary"]["requests"].as_u64().unwrap_or(0) + p["shadow"]["requests"].as_u64().unwrap_or(0))
+            .map(|p| {
+                p["primary"]["requests"].as_u64().unwrap_or(0)
+                    + p["shadow"]["requests"].as_u64().unwrap_or(0)
+            })
             .sum();
         (served >= 100).then_some(service)
     })
@@ -156,30 +194,51 @@ async fn dashboard_metrics_pass_promtool_and_the_buttons_need_the_token() {
     assert_eq!(state["rollout"]["shadow_weight"], 10.0);
     assert_eq!(state["rollout"]["primary_weight"], 90.0);
 
-    let mut events = Events::open(engine.api, "/dashboard/events").await.expect("events");
+    let mut events = Events::open(engine.api, "/dashboard/events")
+        .await
+        .expect("events");
     let snapshot = events
         .until("snapshot", Duration::from_secs(5), |_| true)
         .await
         .expect("a snapshot first");
-    assert_eq!(phase(&snapshot["services"][0]["rollout"]["status"]), "shadowing");
+    assert_eq!(
+        phase(&snapshot["services"][0]["rollout"]["status"]),
+        "shadowing"
+    );
 
     // What the pause button sends, without the token, with a wrong one, then with it.
     let refused = call(engine.api, "POST", "/v1/rollouts/checkout/pause", None)
         .await
         .expect("pause without token");
     assert_eq!(refused.status, 401, "{}", refused.body);
-    let wrong = call(engine.api, "POST", "/v1/rollouts/checkout/pause", Some("not-the-token"))
-        .await
-        .expect("pause with a wrong token");
+    let wrong = call(
+        engine.api,
+        "POST",
+        "/v1/rollouts/checkout/pause",
+        Some("not-the-token"),
+    )
+    .await
+    .expect("pause with a wrong token");
     assert_eq!(wrong.status, 401, "{}", wrong.body);
-    assert_eq!(phase(&engine.status("checkout")), "shadowing", "nothing changed");
-    let paused = call(engine.api, "POST", "/v1/rollouts/checkout/pause", Some(TOKEN))
-        .await
-        .expect("pause with the token");
+    assert_eq!(
+        phase(&engine.status("checkout")),
+        "shadowing",
+        "nothing changed"
+    );
+    let paused = call(
+        engine.api,
+        "POST",
+        "/v1/rollouts/checkout/pause",
+        Some(TOKEN),
+    )
+    .await
+    .expect("pause with the token");
     assert_eq!(paused.status, 200, "{}", paused.body);
     assert_eq!(phase(&engine.status("checkout")), "paused");
     let update = events
-        .until("rollout", Duration::from_secs(5), |v| phase(&v["status"]) == "paused")
+        .until("rollout", Duration::from_secs(5), |v| {
+            phase(&v["status"]) == "paused"
+        })
         .await
         .expect("the pause on the event stream");
     assert_eq!(update["service"], "checkout");
@@ -188,21 +247,36 @@ async fn dashboard_metrics_pass_promtool_and_the_buttons_need_the_token() {
     let page = metrics(&engine).await;
     promtool_check(&page).unwrap_or_else(|e| panic!("{e}\n{page}"));
     assert_eq!(
-        sample(&page, "doppel_decisions_total{source=\"operator\",action=\"pause\"}"),
+        sample(
+            &page,
+            "doppel_decisions_total{source=\"operator\",action=\"pause\"}"
+        ),
         Some(1.0),
         "only the accepted pause counts\n{page}"
     );
     assert_eq!(
-        sample(&page, "doppel_decisions_total{source=\"operator\",action=\"start\"}"),
+        sample(
+            &page,
+            "doppel_decisions_total{source=\"operator\",action=\"start\"}"
+        ),
         Some(1.0)
     );
     assert_eq!(
-        sample(&page, "doppel_rollout_state{service=\"checkout\",state=\"paused\"}"),
+        sample(
+            &page,
+            "doppel_rollout_state{service=\"checkout\",state=\"paused\"}"
+        ),
         Some(1.0)
     );
-    assert_eq!(sample(&page, "doppel_rollout_step{service=\"checkout\"}"), Some(1.0));
     assert_eq!(
-        sample(&page, "doppel_rollout_shadow_weight_percent{service=\"checkout\"}"),
+        sample(&page, "doppel_rollout_step{service=\"checkout\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &page,
+            "doppel_rollout_shadow_weight_percent{service=\"checkout\"}"
+        ),
         Some(10.0)
     );
     assert_eq!(sample(&page, "doppel_dashboard_clients"), Some(1.0));
@@ -210,9 +284,14 @@ async fn dashboard_metrics_pass_promtool_and_the_buttons_need_the_token() {
         sample(&page, "doppel_ingest_metrics_accepted_total") > Some(0.0),
         "the requests' cluster stats were taken\n{page}"
     );
-    assert!(sample(&page, "doppel_analysis_looks_total{outcome=\"evaluated\"}") >= Some(1.0)
-        || sample(&page, "doppel_analysis_looks_total{outcome=\"inconclusive\"}") >= Some(1.0),
-        "the analysis looked\n{page}");
+    assert!(
+        sample(&page, "doppel_analysis_looks_total{outcome=\"evaluated\"}") >= Some(1.0)
+            || sample(
+                &page,
+                "doppel_analysis_looks_total{outcome=\"inconclusive\"}"
+            ) >= Some(1.0),
+        "the analysis looked\n{page}"
+    );
 
     // The Grafana dashboard asks only for engine metrics this page has.
     let grafana = std::fs::read_to_string(workspace_root().join("grafana/doppel.json"))
@@ -238,7 +317,9 @@ async fn dashboard_metrics_pass_promtool_and_the_buttons_need_the_token() {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect();
     assert!(
-        lines.iter().any(|l| l["message"] == "doppel serving" && l["addresses"].is_string()),
+        lines
+            .iter()
+            .any(|l| l["message"] == "doppel serving" && l["addresses"].is_string()),
         "{log}"
     );
     assert!(

@@ -255,6 +255,8 @@ function renderService(entry) {
     el("div", { class: "s" }, shadow > 0 ? "shadow " + fmt(shadow) + "%" : ""));
   view.bar.children[0].style.width = primary + "%";
   view.bar.children[1].style.width = shadow + "%";
+  view.bar.children[0].hidden = primary <= 0;
+  view.bar.children[1].hidden = shadow <= 0;
   view.bar.dataset.shadow = String(shadow);
   const plan = status.rollout.plan || [];
   const policy = data.policy;
