@@ -284,14 +284,20 @@ async fn dashboard_metrics_pass_promtool_and_the_buttons_need_the_token() {
         sample(&page, "doppel_ingest_metrics_accepted_total") > Some(0.0),
         "the requests' cluster stats were taken\n{page}"
     );
-    assert!(
-        sample(&page, "doppel_analysis_looks_total{outcome=\"evaluated\"}") >= Some(1.0)
-            || sample(
+    // The analysis looks every second while the rollout is shadowing or paused.
+    let page = eventually(XDS_WAIT, "an analysis look counted", || async {
+        let page = metrics(&engine).await;
+        let looks = sample(&page, "doppel_analysis_looks_total{outcome=\"evaluated\"}")
+            .unwrap_or(0.0)
+            + sample(
                 &page,
-                "doppel_analysis_looks_total{outcome=\"inconclusive\"}"
-            ) >= Some(1.0),
-        "the analysis looked\n{page}"
-    );
+                "doppel_analysis_looks_total{outcome=\"inconclusive\"}",
+            )
+            .unwrap_or(0.0);
+        (looks >= 1.0).then_some(page)
+    })
+    .await;
+    promtool_check(&page).unwrap_or_else(|e| panic!("{e}\n{page}"));
 
     // The Grafana dashboard asks only for engine metrics this page has.
     let grafana = std::fs::read_to_string(workspace_root().join("grafana/doppel.json"))
