@@ -88,6 +88,39 @@ pub struct Evaluation {
     /// The resource numbers the look saw, and why any are missing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceSample>,
+    /// Every rule as this look left it, in policy order (empty when inconclusive).
+    pub rules: Vec<RuleState>,
+}
+
+/// One rule at one look: what it read, the p-value behind it, and where its streak stands.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RuleState {
+    /// The rule's name.
+    pub name: String,
+    /// The rule's action.
+    pub action: Action,
+    /// Whether its condition held at this look.
+    pub holds: bool,
+    /// Consecutive evaluated intervals it has held (0 when it does not hold).
+    pub streak: u32,
+    /// The intervals it must hold to fire (`for`).
+    pub for_intervals: u32,
+    /// It fired at this look.
+    pub fired: bool,
+    /// The context fields the condition reads, with their values at this look.
+    pub values: BTreeMap<String, serde_json::Value>,
+    /// The p-value behind the rule, if it reads a statistical comparison: the p-value field it
+    /// names, else the sequential p-value of the comparison it reads (errors first).
+    pub p_value: Option<PValue>,
+}
+
+/// A p-value and the context field it comes from.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PValue {
+    /// The field, for example `compare.errors.sequential_p_value`.
+    pub field: String,
+    /// Its value.
+    pub value: f64,
 }
 
 /// How the rollout ended, when it did.
@@ -339,6 +372,7 @@ impl Analyzer {
                 decisions: Vec::new(),
                 synthetic: self.inputs.synthetic.clone(),
                 resources: self.inputs.resources.clone(),
+                rules: Vec::new(),
             });
         }
         let rollout = self.rollout(at_ms);
@@ -420,6 +454,22 @@ impl Analyzer {
             });
         }
         let mut decisions = Vec::new();
+        let rules = self
+            .policy
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, rule)| RuleState {
+                name: rule.name.clone(),
+                action: rule.action,
+                holds: holding.contains(&rule.name),
+                streak: self.streaks[i],
+                for_intervals: rule.for_intervals,
+                fired: fired.contains(&i),
+                values: values(rule, &json),
+                p_value: p_value(rule, &json),
+            })
+            .collect();
         let effects = self.apply(&fired, at_ms);
         for (i, effect) in fired.into_iter().zip(effects) {
             let rule = &self.policy.rules[i];
@@ -443,6 +493,7 @@ impl Analyzer {
             decisions,
             synthetic: self.inputs.synthetic.clone(),
             resources: self.inputs.resources.clone(),
+            rules,
         })
     }
 
@@ -587,6 +638,26 @@ fn values(rule: &Rule, context: &serde_json::Value) -> BTreeMap<String, serde_js
         .collect()
 }
 
+/// The p-value a rule rests on: a `*p_value` field it reads, else the sequential p-value of the
+/// comparison it reads (errors before latency); `None` for a rule that reads no comparison.
+fn p_value(rule: &Rule, context: &serde_json::Value) -> Option<PValue> {
+    let named = rule.fields.iter().find(|f| f.ends_with("p_value")).cloned();
+    let field = named.or_else(|| {
+        ["errors", "latency"].iter().find_map(|kind| {
+            let prefix = format!("compare.{kind}.");
+            rule.fields
+                .iter()
+                .any(|f| f.starts_with(&prefix))
+                .then(|| format!("{prefix}sequential_p_value"))
+        })
+    })?;
+    let value = field
+        .split('.')
+        .try_fold(context, |v, key| v.get(key))?
+        .as_f64()?;
+    Some(PValue { field, value })
+}
+
 fn explain(
     rule: &Rule,
     comparison: &Comparison,
@@ -616,4 +687,76 @@ fn explain(
     }
     parts.push(effect.to_string());
     parts.join("; ")
+}
+
+#[cfg(test)]
+mod rule_state_tests {
+    use super::*;
+    use crate::policy::parse;
+
+    const POLICY: &str = r#"service: checkout
+primary:
+  cluster: a
+shadow:
+  cluster: b
+traffic:
+  mode: split
+  percent: 1
+analysis:
+  interval: 1s
+  min_sample: 10
+  alpha: 0.01
+rules:
+  - name: worse
+    when: compare.errors.worse
+    action: rollback
+  - name: rate
+    when: shadow.error_rate > 0.05
+    action: alert
+    for: 3
+  - name: p
+    when: compare.latency.p_value < 0.5
+    action: alert
+steps:
+  - weight: 10
+    hold: 1h
+"#;
+
+    #[test]
+    fn every_look_reports_each_rules_values_p_value_and_streak() {
+        let policy = parse(POLICY).expect("policy");
+        let mut analyzer = Analyzer::new(policy).expect("analyzer");
+        let mut looks = Vec::new();
+        for i in 0..3u64 {
+            let mut w = ServiceWindow {
+                service: "checkout".into(),
+                start_ms: i * 1_000,
+                end_ms: (i + 1) * 1_000,
+                ..ServiceWindow::default()
+            };
+            w.primary.requests = 100;
+            w.shadow.requests = 100;
+            w.shadow.errors_5xx = 30;
+            looks.extend(analyzer.push(&w).expect("window"));
+        }
+        let last = looks.last().expect("a look");
+        let [worse, rate, p] = &last.rules[..] else {
+            panic!("three rules: {:?}", last.rules);
+        };
+        assert_eq!(
+            worse.p_value.as_ref().map(|p| p.field.as_str()),
+            Some("compare.errors.sequential_p_value"),
+            "a rule reading compare.errors rests on its sequential p-value"
+        );
+        assert!(worse.values.contains_key("compare.errors.worse"));
+        assert_eq!(rate.p_value, None, "no comparison read");
+        assert_eq!(rate.values["shadow.error_rate"], serde_json::json!(0.3));
+        assert!(rate.holds && rate.streak == u32::try_from(looks.len()).unwrap_or(0));
+        assert_eq!((rate.for_intervals, rate.fired), (3, looks.len() == 3));
+        assert_eq!(
+            p.p_value.as_ref().map(|p| p.field.as_str()),
+            Some("compare.latency.p_value"),
+            "a p-value field the rule names comes first"
+        );
+    }
 }

@@ -28,12 +28,16 @@
 //! - [`resources`]: per-variant resource metrics (CPU, memory, I/O, custom) from Prometheus.
 //! - [`synthetic`]: synthetic probes sent to primary and shadow at the same moment.
 //! - [`tls`]: TLS and mutual TLS (rustls) for the xDS and MetricsService gRPC servers.
+//! - [`dashboard`]: the live dashboard (`/dashboard`, its JSON state and server-sent events)
+//!   with the bounded analysis history it draws, and `/metrics`.
+//! - [`telemetry`]: the engine's own counters and the Prometheus text page built from them.
 
 pub mod accesslog;
 pub mod alerts;
 pub mod analysis;
 pub mod cli;
 pub mod context;
+pub mod dashboard;
 pub mod hosts;
 pub mod ingest;
 pub mod metrics;
@@ -43,5 +47,6 @@ pub mod resources;
 pub mod rollout;
 pub mod stats;
 pub mod synthetic;
+pub mod telemetry;
 pub mod tls;
 pub mod xds;

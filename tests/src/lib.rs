@@ -15,4 +15,8 @@ pub mod alert_receiver;
 pub mod ingest_support;
 pub mod rollout_support;
 pub mod tls_support;
+
+// The dashboard, `/metrics` and the browser that looks at them.
+pub mod browser;
+pub mod dashboard_support;
 pub mod xds_support;

@@ -81,6 +81,17 @@ pub struct Engine {
 impl Engine {
     /// Starts `doppel serve` on `config` and `store`, ADS on `xds_port`; waits until it serves.
     pub fn start(dir: &Path, config: &Path, store: &Path, xds_port: u16) -> Result<Engine, String> {
+        Engine::start_with(dir, config, store, xds_port, &[])
+    }
+
+    /// [`Engine::start`] with extra `doppel serve` arguments (for example `--log-format json`).
+    pub fn start_with(
+        dir: &Path,
+        config: &Path,
+        store: &Path,
+        xds_port: u16,
+        extra: &[&str],
+    ) -> Result<Engine, String> {
         let ready = dir.join("ready.json");
         let _ = std::fs::remove_file(&ready);
         let log = unique(dir.join("engine.log"));
@@ -95,6 +106,7 @@ impl Engine {
             .args(["--metrics", "127.0.0.1:0", "--api", "127.0.0.1:0"])
             .arg("--ready-file")
             .arg(&ready)
+            .args(extra)
             .env("DOPPEL_API_TOKEN", TOKEN)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -139,6 +151,11 @@ impl Engine {
     pub fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// The engine's whole log (stderr).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// The engine's log (stderr), last lines.

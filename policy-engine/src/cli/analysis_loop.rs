@@ -12,6 +12,10 @@
 //!   once its hold time has passed.
 //! - An inconclusive interval (too few requests so far) sends nothing.
 //!
+//! Every tick also records the service's newly completed windows in the dashboard's
+//! [`History`] (whether or not a rollout is running), and each evaluation there and in the
+//! [`Telemetry`] counters.
+//!
 //! An analyzer lives as long as one rollout: it is made when the rollout becomes active and
 //! dropped when it ends. Only complete windows (ended by the engine's clock) are read, so a
 //! window is analysed once, with everything it will ever hold. A stretch of time without any
@@ -38,12 +42,14 @@ use crate::accesslog::{self, SampleStore};
 use crate::alerts::{AlertEvent, AlertKey, Alerter, Severity as AlertSeverity};
 use crate::analysis::{Analyzer, Evaluation, Outcome};
 use crate::context::LookInputs;
+use crate::dashboard::History;
 use crate::ingest::WindowStore;
 use crate::metrics::ServiceWindow;
 use crate::policy::{Action, Policy, Severity};
 use crate::resources::PrometheusSource;
 use crate::rollout::{Controller, Input, Phase, Rollout, RolloutEvent, now_ms};
 use crate::synthetic::{Prober, Targets};
+use crate::telemetry::Telemetry;
 
 /// Past a window's end, how long the loop waits for a flush that arrived just before it.
 const GRACE_MS: u64 = 100;
@@ -75,6 +81,7 @@ pub struct ServiceLoop {
     policy: Policy,
     run: Option<Run>,
     samples: Arc<SampleStore>,
+    observers: Observers,
     /// The store's window length: gaps are filled up to a multiple of it.
     window_ms: u64,
     prober: Option<Prober>,
@@ -107,6 +114,7 @@ impl ServiceLoop {
             policy,
             run: None,
             samples: Arc::new(SampleStore::new()),
+            observers: Observers::default(),
             window_ms: window_ms.max(1),
             prober,
             resources,
@@ -128,6 +136,15 @@ impl ServiceLoop {
             resources,
         }
     }
+}
+
+/// Where the loop reports what it saw: the dashboard's history and the engine's counters.
+#[derive(Clone, Debug, Default)]
+pub struct Observers {
+    /// Windows and evaluations, for the dashboard.
+    pub history: Arc<History>,
+    /// Looks, rules evaluated, decisions, errors.
+    pub telemetry: Arc<Telemetry>,
 }
 
 /// The analysis window length the store should use for these policies: the shortest analysis
@@ -162,11 +179,13 @@ pub async fn run(
     controller: SharedController,
     windows: Arc<WindowStore>,
     samples: Arc<SampleStore>,
+    observers: Observers,
     stop: impl Future<Output = ()> + Send + 'static,
 ) {
     let mut tasks = tokio::task::JoinSet::new();
     for mut state in loops {
         state.samples = Arc::clone(&samples);
+        state.observers = observers.clone();
         tasks.spawn(service_loop(
             state,
             Arc::clone(&controller),
@@ -234,6 +253,7 @@ impl ServiceLoop {
         now_ms: u64,
         inputs: LookInputs,
     ) {
+        self.record_windows(windows, now_ms);
         let Some(rollout) = lock(controller).rollout(&self.service).cloned() else {
             return;
         };
@@ -287,6 +307,10 @@ impl ServiceLoop {
             run.read_to_ms = window.end_ms;
             match run.analyzer.push(&window) {
                 Ok(Some(evaluation)) => {
+                    self.observers.telemetry.look(&evaluation);
+                    self.observers
+                        .history
+                        .record_look(&self.service, &evaluation);
                     let conclusive = matches!(evaluation.outcome, Outcome::Evaluated { .. });
                     let evaluated: Vec<(String, Action, Severity)> = run
                         .analyzer
@@ -297,12 +321,15 @@ impl ServiceLoop {
                     evaluations.push((evaluation, evaluated));
                 }
                 Ok(None) => {}
-                Err(e) => tracing::warn!(
-                    service = self.service,
-                    code = e.code(),
-                    error = %e,
-                    "analysis skipped a window"
-                ),
+                Err(e) => {
+                    self.observers.telemetry.analysis_error(e.code());
+                    tracing::warn!(
+                        service = self.service,
+                        code = e.code(),
+                        error = %e,
+                        "analysis skipped a window"
+                    );
+                }
             }
         }
         let key = format!(
@@ -362,6 +389,18 @@ impl ServiceLoop {
         }
     }
 
+    /// Records the service's windows completed by `now_ms` and not recorded yet.
+    fn record_windows(&self, windows: &WindowStore, now_ms: u64) {
+        let history = &self.observers.history;
+        let since = history.last_window_end(&self.service).unwrap_or(0);
+        for window in windows.windows(&self.service, since) {
+            if window.end_ms > now_ms {
+                break;
+            }
+            history.record_window(&window);
+        }
+    }
+
     /// Sends one evaluation's outcome to the controller.
     fn apply(&self, controller: &Mutex<Controller>, evaluation: &Evaluation) {
         let service = &self.service;
@@ -396,6 +435,9 @@ impl ServiceLoop {
                 explanation = decision.explanation,
                 "rule fired"
             );
+            self.observers
+                .telemetry
+                .decision("rule", decision.action.as_str());
             let event = RolloutEvent::fired(decision.at_ms, &decision.rule, decision.action);
             let evidence = self.samples.evidence(service, EVIDENCE);
             let why = if evidence.is_empty() {

@@ -6,7 +6,8 @@
 //! - [`config`]: the serve config file (steering, nodes, services and their endpoints).
 //! - [`serve`]: `doppel serve`.
 //! - [`analysis_loop`]: per service, every analysis interval, windows -> analyzer -> rollout.
-//! - [`api`]: the HTTP API (axum); state-changing endpoints need the bearer token.
+//! - [`api`]: the HTTP API (axum); state-changing endpoints need the bearer token. The same
+//!   listener serves the dashboard and `/metrics` ([`crate::dashboard`]).
 //! - [`render`]: `doppel render istio POLICY`.
 //! - [`rollout`]: `doppel rollout start|status|wait|pause|resume|promote|rollback`.
 //! - [`client`]: the small HTTP client the rollout commands use.

@@ -1,5 +1,6 @@
 //! `doppel serve`: the xDS server, MetricsService (and access-log) ingestion, the rollouts and
-//! the HTTP API in one process. State lives in the store (`--store`); a restart on the same store serves every
+//! the HTTP API in one process. The API's listener also serves the dashboard (`/dashboard`) and
+//! `/metrics`. State lives in the store (`--store`); a restart on the same store serves every
 //! Envoy the snapshot version it had and resumes every rollout where it was.
 
 use std::net::SocketAddr;
@@ -7,19 +8,21 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use doppel_filter::names::Variant;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::analysis_loop;
+use super::analysis_loop::{self, Observers};
 use super::api::{ApiState, router};
 use super::{config, read_token};
 use crate::accesslog::SampleStore;
+use crate::dashboard::{self, Dashboard};
 use crate::ingest::{ClusterRegistry, StoreConfig, WindowStore};
 use crate::rollout::store::Store;
 use crate::rollout::{Controller, Setup};
+use crate::telemetry;
 use crate::tls::{ServerTls, TlsFiles};
 use crate::xds::SnapshotCache;
 
@@ -61,17 +64,42 @@ pub struct ServeArgs {
     /// Writes the bound addresses here as JSON once serving (useful with port 0).
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
+    /// How logs (stderr) are written: `text` for people, `json` (one object per line) for
+    /// log pipelines.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// The log formats of `doppel serve`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, fields as keys.
+    Json,
+}
+
+/// Installs the global log subscriber: `RUST_LOG` filters (default `info`), stderr, `format`.
+pub fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+    };
 }
 
 /// Runs `doppel serve`; the process's exit code.
 pub fn main(args: ServeArgs) -> ExitCode {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    init_logs(args.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -223,16 +251,30 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         Some((Arc::clone(&samples), clusters)),
         until_stopped(stopped.clone()),
     ));
+    let observers = Observers::default();
     let analysis_task = tokio::spawn(analysis_loop::run(
         loops,
         Arc::clone(&controller),
-        windows,
+        Arc::clone(&windows),
         samples,
+        observers.clone(),
         until_stopped(stopped.clone()),
     ));
+    let board = Arc::new(Dashboard {
+        controller: Arc::clone(&controller),
+        history: observers.history,
+        telemetry: Arc::clone(&observers.telemetry),
+        windows,
+    });
     let state = Arc::new(ApiState { controller, token });
+    let routes = router(state)
+        .layer(axum::middleware::from_fn_with_state(
+            observers.telemetry,
+            telemetry::commands::count,
+        ))
+        .merge(dashboard::router(board));
     let api_task = tokio::spawn(
-        axum::serve(api, router(state))
+        axum::serve(api, routes)
             .with_graceful_shutdown(until_stopped(stopped.clone()))
             .into_future(),
     );

@@ -248,7 +248,8 @@ impl IngestError {
     }
 }
 
-/// How many metrics were accepted, and how many were ignored or rejected, by code.
+/// How many messages arrived, how many metrics were accepted, and how many were ignored or
+/// rejected, by code.
 #[derive(Debug, Default)]
 pub struct Counts {
     inner: Mutex<CountsInner>,
@@ -256,11 +257,23 @@ pub struct Counts {
 
 #[derive(Debug, Default)]
 struct CountsInner {
+    messages: u64,
     accepted: u64,
     by_code: BTreeMap<&'static str, u64>,
 }
 
 impl Counts {
+    /// Counts one MetricsService message received.
+    pub fn message(&self) {
+        let mut inner = self.lock();
+        inner.messages = inner.messages.saturating_add(1);
+    }
+
+    /// MetricsService messages received so far.
+    pub fn messages(&self) -> u64 {
+        self.lock().messages
+    }
+
     /// Adds `n` accepted metrics.
     pub fn accept(&self, n: u64) {
         let mut inner = self.lock();

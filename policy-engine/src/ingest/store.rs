@@ -121,6 +121,7 @@ impl WindowStore {
         message: StreamMetricsMessage,
         stream: &mut Stream,
     ) -> IngestReport {
+        self.counts.message();
         let flush = {
             let registry = self.registry.read().unwrap_or_else(PoisonError::into_inner);
             Flush::from_message(message, &registry)

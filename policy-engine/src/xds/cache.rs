@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
 
+use super::counters::XdsCounters;
 use super::{ResourceType, Snapshot, SnapshotError, TypeResources};
 
 /// What one node's Envoy did with the latest pushes of one resource type.
@@ -107,6 +108,7 @@ impl NodeEntry {
 #[derive(Default)]
 pub struct SnapshotCache {
     nodes: Mutex<HashMap<String, NodeEntry>>,
+    counters: XdsCounters,
 }
 
 impl std::fmt::Debug for SnapshotCache {
@@ -145,6 +147,11 @@ impl SnapshotCache {
             .inspect_err(|error| {
                 tracing::warn!(node, code = error.code(), error = %error, "xds snapshot refused");
             })
+    }
+
+    /// Pushes, ACKs and NACKs so far, per resource type.
+    pub fn counters(&self) -> &XdsCounters {
+        &self.counters
     }
 
     /// The snapshot currently set for `node`.
@@ -224,6 +231,7 @@ impl SnapshotCache {
     }
 
     pub(crate) fn record_sent(&self, node: &str, kind: ResourceType, version: u64) {
+        self.counters.push(kind);
         self.with_entry(node, |entry| {
             entry.status.send_modify(|status| {
                 status.types.entry(kind).or_default().sent = Some(version);
@@ -238,6 +246,7 @@ impl SnapshotCache {
         version: u64,
         resources: &Arc<TypeResources>,
     ) {
+        self.counters.ack(kind);
         self.with_entry(node, |entry| {
             entry.last_good[kind.index()] = Some(Arc::clone(resources));
             entry.status.send_modify(|status| {
@@ -253,6 +262,7 @@ impl SnapshotCache {
     }
 
     pub(crate) fn record_nack(&self, node: &str, kind: ResourceType, version: u64, error: &str) {
+        self.counters.nack(kind);
         self.with_entry(node, |entry| {
             entry.status.send_modify(|status| {
                 status.types.entry(kind).or_default().nacked = Some(Nack {

@@ -9,7 +9,8 @@
 //! version; [`SnapshotCache::restore_last_good`] serves that version again.
 //!
 //! Files: [`build`] makes the usual Envoy resources; [`resource`] packs one resource and notes what it refers to; [`snapshot`] holds a
-//! node's resources and the consistency check; [`cache`] keeps snapshots and statuses per node;
+//! node's resources and the consistency check; [`cache`] keeps snapshots and statuses per node
+//! (and [`counters`], the pushes, ACKs and NACKs `/metrics` shows);
 //! `stream` is the one stream loop; `protocol` its two wire variants; `server` the gRPC service
 //! and [`serve`].
 //!
@@ -46,6 +47,7 @@
 
 pub mod build;
 pub mod cache;
+pub mod counters;
 mod error;
 mod protocol;
 pub mod resource;
@@ -54,6 +56,7 @@ pub mod snapshot;
 mod stream;
 
 pub use cache::{Nack, NodeStatus, SnapshotCache, TypeStatus};
+pub use counters::{TypeCounts, XdsCounters};
 pub use error::SnapshotError;
 pub use resource::{Resource, ResourceType};
 pub use server::{AdsService, serve, serve_with};

@@ -1,6 +1,8 @@
 //! End-to-end tests against the real Envoy binary, the demo upstreams and `doppel serve`, on
 //! loopback with ephemeral ports. One binary, so the test crate is linked once.
 
+mod dashboard_browser;
+mod dashboard_metrics;
 mod e2e_config;
 mod e2e_mirror;
 mod e2e_split;
