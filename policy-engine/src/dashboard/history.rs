@@ -276,8 +276,11 @@ mod tests {
             step: 1,
             outcome: Outcome::Inconclusive {
                 reason: "few".into(),
+                holding: Vec::new(),
             },
             decisions: Vec::new(),
+            synthetic: None,
+            resources: None,
             rules: Vec::new(),
         }
     }

@@ -39,6 +39,7 @@ fn dashboard(dir: &std::path::Path) -> Arc<Dashboard> {
         filter: FilterKind::None,
         nodes: Vec::new(),
         services,
+        access_log: None,
     };
     let store = Store::open(&dir.join("state.redb")).expect("store");
     let controller = Controller::open(setup, store, Arc::new(SnapshotCache::new())).expect("open");
@@ -142,8 +143,11 @@ async fn dashboard_events_start_with_a_snapshot_then_stream_points_looks_and_rol
             step: 1,
             outcome: Outcome::Inconclusive {
                 reason: "so far primary has 40 requests, shadow 10".into(),
+                holding: Vec::new(),
             },
             decisions: Vec::new(),
+            synthetic: None,
+            resources: None,
             rules: Vec::new(),
         },
     );

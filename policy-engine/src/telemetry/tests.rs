@@ -43,6 +43,8 @@ fn evaluated(rules: usize) -> Evaluation {
         },
         decisions: Vec::new(),
         rules: vec![rule; rules],
+        synthetic: None,
+        resources: None,
     }
 }
 
@@ -77,6 +79,7 @@ fn metrics_page_counts_looks_rules_decisions_and_shows_rollouts() {
     telemetry.look(&Evaluation {
         outcome: Outcome::Inconclusive {
             reason: "few".into(),
+            holding: Vec::new(),
         },
         ..evaluated(0)
     });
