@@ -128,9 +128,9 @@ async fn faults_reload_refuses_an_invalid_edit_keeps_the_last_good_policy_and_th
     let before = status(&engine.api).await;
     assert_eq!(before["step"], 1);
 
-    // An edit that breaks the rule's CEL (line 14 of the file) is refused with its position.
+    // An edit that breaks the rule's CEL (line 15 of the file) is refused with its position.
     std::fs::write(&file, policy(3, "compare.errors.worse &&")).expect("broken policy");
-    let refusal = log_line(dir.path(), &["policy refused", "policy.yaml:14:"]).await;
+    let refusal = log_line(dir.path(), &["policy refused", "policy.yaml:15:"]).await;
     assert!(refusal.contains("last good one stays"), "{refusal}");
     let kept = status(&engine.api).await;
     assert_eq!(kept["traffic"], before["traffic"], "the last good policy stays in force");
