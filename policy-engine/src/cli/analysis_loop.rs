@@ -82,6 +82,8 @@ pub struct ServiceLoop {
     run: Option<Run>,
     samples: Arc<SampleStore>,
     observers: Observers,
+    /// The controller's policy generation this loop judges by (a reload bumps it).
+    generation: u64,
     /// The store's window length: gaps are filled up to a multiple of it.
     window_ms: u64,
     prober: Option<Prober>,
@@ -115,6 +117,7 @@ impl ServiceLoop {
             run: None,
             samples: Arc::new(SampleStore::new()),
             observers: Observers::default(),
+            generation: 0,
             window_ms: window_ms.max(1),
             prober,
             resources,
@@ -254,7 +257,22 @@ impl ServiceLoop {
         inputs: LookInputs,
     ) {
         self.record_windows(windows, now_ms);
-        let Some(rollout) = lock(controller).rollout(&self.service).cloned() else {
+        let (rollout, reloaded) = {
+            let guard = lock(controller);
+            let generation = guard.policy_generation(&self.service);
+            let reloaded = (generation != self.generation)
+                .then(|| guard.policy(&self.service).cloned().map(|p| (generation, p)))
+                .flatten();
+            (guard.rollout(&self.service).cloned(), reloaded)
+        };
+        if let Some((generation, policy)) = reloaded {
+            // The new rules judge from the step's start; the rollout itself is untouched.
+            tracing::info!(service = self.service, generation, "analysis follows the reloaded policy");
+            self.generation = generation;
+            self.policy = policy;
+            self.run = None;
+        }
+        let Some(rollout) = rollout else {
             return;
         };
         let Some((step, weight, since_ms, paused)) = view(&rollout) else {

@@ -64,12 +64,26 @@ pub struct ServiceConfig {
     pub endpoints: BTreeMap<String, Vec<SocketAddr>>,
 }
 
-/// Reads the config at `path` and loads every policy it names.
-pub fn load(path: &Path) -> Result<Setup, String> {
+/// Reads and parses the config file at `path`.
+fn read(path: &Path) -> Result<ServeConfig, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("reading the serve config {}: {e}", path.display()))?;
-    let config: ServeConfig =
-        serde_saphyr::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_saphyr::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The policy files the config at `path` names, as paths from here.
+pub fn policy_paths(path: &Path) -> Result<Vec<PathBuf>, String> {
+    let base = path.parent().unwrap_or(Path::new("."));
+    Ok(read(path)?
+        .services
+        .iter()
+        .map(|service| base.join(&service.policy))
+        .collect())
+}
+
+/// Reads the config at `path` and loads every policy it names.
+pub fn load(path: &Path) -> Result<Setup, String> {
+    let config = read(path)?;
     if config.nodes.is_empty() {
         return Err(format!("{}: `nodes` names no Envoy node", path.display()));
     }

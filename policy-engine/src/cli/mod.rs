@@ -8,6 +8,7 @@
 //! - [`analysis_loop`]: per service, every analysis interval, windows -> analyzer -> rollout.
 //! - [`api`]: the HTTP API (axum); state-changing endpoints need the bearer token. The same
 //!   listener serves the dashboard and `/metrics` ([`crate::dashboard`]).
+//! - [`reload`]: policy files reloaded while serving; an invalid edit is refused, the last good policy stays.
 //! - [`render`]: `doppel render istio POLICY`.
 //! - [`rollout`]: `doppel rollout start|status|wait|pause|resume|promote|rollback`.
 //! - [`client`]: the small HTTP client the rollout commands use.
@@ -19,6 +20,7 @@ pub mod check;
 pub mod client;
 pub mod config;
 pub mod demo;
+pub mod reload;
 pub mod render;
 pub mod replay;
 pub mod rollout;

@@ -68,6 +68,10 @@ pub struct ServeArgs {
     /// log pipelines.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// How often the policy files are checked for edits, in milliseconds (0: never). A valid
+    /// edit is put in force; an invalid one is refused and logged with file:line:column.
+    #[arg(long, default_value_t = 1000)]
+    pub policy_reload_ms: u64,
 }
 
 /// The log formats of `doppel serve`.
@@ -208,6 +212,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         tracing::warn!("no API token configured: state-changing API requests are refused");
     }
     let setup = config::load(&args.config)?;
+    let policy_files = config::policy_paths(&args.config)?;
     let store = Store::open(&args.store).map_err(|e| e.to_string())?;
     let cache = Arc::new(SnapshotCache::new());
     let store_config = store_config(&setup);
@@ -266,6 +271,14 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         telemetry: Arc::clone(&observers.telemetry),
         windows,
     });
+    let reload_task = (args.policy_reload_ms > 0).then(|| {
+        tokio::spawn(super::reload::watch(
+            Arc::clone(&controller),
+            policy_files,
+            std::time::Duration::from_millis(args.policy_reload_ms),
+            until_stopped(stopped.clone()),
+        ))
+    });
     let state = Arc::new(ApiState { controller, token });
     let routes = router(state)
         .layer(axum::middleware::from_fn_with_state(
@@ -286,6 +299,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = stop.send(true);
+    if let Some(task) = reload_task {
+        let _ = task.await;
+    }
     let (a, b, c, d) = tokio::join!(xds_task, metrics_task, api_task, analysis_task);
     a.map_err(|e| e.to_string())?
         .map_err(|e| format!("xds server: {e}"))?;

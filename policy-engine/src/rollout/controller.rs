@@ -118,6 +118,8 @@ pub struct Controller {
     setup: Setup,
     rollouts: BTreeMap<String, Rollout>,
     versions: HashMap<String, u64>,
+    /// How many times each service's policy was replaced while running (0: as loaded).
+    generations: HashMap<String, u64>,
     store: Store,
     cache: Arc<SnapshotCache>,
 }
@@ -165,6 +167,7 @@ impl Controller {
             setup,
             rollouts,
             versions: HashMap::new(),
+            generations: HashMap::new(),
             store,
             cache,
         };
@@ -202,6 +205,76 @@ impl Controller {
     /// The policy of `service`.
     pub fn policy(&self, service: &str) -> Option<&Policy> {
         self.setup.services.get(service).map(|s| &s.policy)
+    }
+
+    /// How many times `service`'s policy was replaced since the engine started.
+    pub fn policy_generation(&self, service: &str) -> u64 {
+        self.generations.get(service).copied().unwrap_or(0)
+    }
+
+    /// Puts `policy` in force for `service` while it runs (a policy file edited and valid):
+    /// the rollout keeps its phase, step and plan, and every node gets the snapshot the new
+    /// policy asks for (its filter config, its traffic share) when that differs. Returns the
+    /// new generation. On an error nothing changes.
+    pub fn replace_policy(&mut self, service: &str, policy: Policy) -> Result<u64, RolloutError> {
+        let setup = self
+            .setup
+            .services
+            .get(service)
+            .ok_or_else(|| RolloutError::UnknownService(service.to_owned()))?;
+        if policy.service != service {
+            return Err(RolloutError::Topology {
+                service: service.to_owned(),
+                problem: format!(
+                    "the policy now names service `{}`: renaming a service needs a restart",
+                    policy.service
+                ),
+            });
+        }
+        if policy.primary.cluster != setup.policy.primary.cluster
+            || policy.shadow_cluster != setup.policy.shadow_cluster
+        {
+            return Err(RolloutError::Topology {
+                service: service.to_owned(),
+                problem: "the policy changes the primary or shadow cluster: that needs a restart"
+                    .to_owned(),
+            });
+        }
+        let before = self.inputs();
+        let mut services = self.setup.services.clone();
+        if let Some(entry) = services.get_mut(service) {
+            entry.policy = policy;
+        }
+        let previous = std::mem::replace(&mut self.setup.services, services);
+        let inputs = self.inputs();
+        let mut pushes = Vec::new();
+        if inputs != before {
+            for node in &self.setup.nodes {
+                let version = self.versions.get(node).map_or(1, |v| v + 1);
+                match render(&inputs, version) {
+                    Ok(snapshot) => pushes.push((node.clone(), version, snapshot)),
+                    Err(e) => {
+                        self.setup.services = previous;
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        for (node, version, snapshot) in pushes {
+            let record = NodeRecord {
+                version,
+                inputs: inputs.clone(),
+            };
+            if let Err(e) = self.store.put_node(&node, &record) {
+                self.setup.services = previous;
+                return Err(e);
+            }
+            self.cache.set_snapshot(&node, snapshot)?;
+            self.versions.insert(node, version);
+        }
+        let generation = self.policy_generation(service) + 1;
+        self.generations.insert(service.to_owned(), generation);
+        Ok(generation)
     }
 
     /// Where `service`'s synthetic probes go: the endpoints of its primary and shadow clusters

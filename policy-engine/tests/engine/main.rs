@@ -3,6 +3,7 @@
 
 mod alerts;
 mod check;
+mod faults_reload;
 mod faults_sigkill;
 mod fuzz_regressions;
 mod grpc_tls;
