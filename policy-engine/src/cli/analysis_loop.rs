@@ -261,13 +261,22 @@ impl ServiceLoop {
             let guard = lock(controller);
             let generation = guard.policy_generation(&self.service);
             let reloaded = (generation != self.generation)
-                .then(|| guard.policy(&self.service).cloned().map(|p| (generation, p)))
+                .then(|| {
+                    guard
+                        .policy(&self.service)
+                        .cloned()
+                        .map(|p| (generation, p))
+                })
                 .flatten();
             (guard.rollout(&self.service).cloned(), reloaded)
         };
         if let Some((generation, policy)) = reloaded {
             // The new rules judge from the step's start; the rollout itself is untouched.
-            tracing::info!(service = self.service, generation, "analysis follows the reloaded policy");
+            tracing::info!(
+                service = self.service,
+                generation,
+                "analysis follows the reloaded policy"
+            );
             self.generation = generation;
             self.policy = policy;
             self.run = None;

@@ -41,7 +41,14 @@ fn start(dir: &Path) -> Engine {
         .arg(dir.join("serve.yaml"))
         .arg("--store")
         .arg(dir.join("state.redb"))
-        .args(["--xds", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--api", "127.0.0.1:0"])
+        .args([
+            "--xds",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+            "--api",
+            "127.0.0.1:0",
+        ])
         .args(["--policy-reload-ms", "100"])
         .arg("--ready-file")
         .arg(&ready)
@@ -87,7 +94,10 @@ async fn log_line(dir: &Path, parts: &[&str]) -> String {
         if let Some(line) = log.lines().find(|l| parts.iter().all(|p| l.contains(p))) {
             return line.to_owned();
         }
-        assert!(Instant::now() < deadline, "no log line with {parts:?}:\n{log}");
+        assert!(
+            Instant::now() < deadline,
+            "no log line with {parts:?}:\n{log}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -124,7 +134,10 @@ async fn faults_reload_refuses_an_invalid_edit_keeps_the_last_good_policy_and_th
     )
     .expect("serve config");
     let engine = start(dir.path());
-    assert_eq!(post(&engine.api, "start", json!({ "version": "v2" })).await, 200);
+    assert_eq!(
+        post(&engine.api, "start", json!({ "version": "v2" })).await,
+        200
+    );
     let before = status(&engine.api).await;
     assert_eq!(before["step"], 1);
 
@@ -133,16 +146,34 @@ async fn faults_reload_refuses_an_invalid_edit_keeps_the_last_good_policy_and_th
     let refusal = log_line(dir.path(), &["policy refused", "policy.yaml:15:"]).await;
     assert!(refusal.contains("last good one stays"), "{refusal}");
     let kept = status(&engine.api).await;
-    assert_eq!(kept["traffic"], before["traffic"], "the last good policy stays in force");
+    assert_eq!(
+        kept["traffic"], before["traffic"],
+        "the last good policy stays in force"
+    );
     assert_eq!(kept["nodes"][0]["version"], before["nodes"][0]["version"]);
     // The rollout goes on: a passing analysis moves it to the next step.
-    assert_eq!(post(&engine.api, "events", json!({ "at_ms": 0, "verdict": "pass" })).await, 200);
+    assert_eq!(
+        post(
+            &engine.api,
+            "events",
+            json!({ "at_ms": 0, "verdict": "pass" })
+        )
+        .await,
+        200
+    );
     assert_eq!(status(&engine.api).await["step"], 2);
 
     // Renaming the service is refused too.
-    std::fs::write(&file, policy(3, "compare.errors.worse").replace("service: checkout", "service: basket"))
-        .expect("renamed policy");
-    log_line(dir.path(), &["policy refused", "renaming a service needs a restart"]).await;
+    std::fs::write(
+        &file,
+        policy(3, "compare.errors.worse").replace("service: checkout", "service: basket"),
+    )
+    .expect("renamed policy");
+    log_line(
+        dir.path(),
+        &["policy refused", "renaming a service needs a restart"],
+    )
+    .await;
 
     // A valid edit is put in force: the filter's share follows it; the rollout keeps its step.
     std::fs::write(&file, policy(3, "compare.errors.worse")).expect("fixed policy");

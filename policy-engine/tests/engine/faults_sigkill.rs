@@ -100,7 +100,7 @@ async fn status(api: &str) -> Value {
 /// A random input as (path suffix, body).
 fn random_input(rng: &mut StdRng) -> (&'static str, String) {
     match rng.random_range(0..7) {
-        0 | 1 | 2 => (
+        0..=2 => (
             "events",
             json!({ "at_ms": 0, "verdict": "pass" }).to_string(),
         ),
