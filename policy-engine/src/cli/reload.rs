@@ -14,9 +14,11 @@ use std::time::Duration;
 use super::analysis_loop::SharedController;
 use crate::policy;
 
-/// One watched file and the text last seen in it.
-struct Watched {
+/// One watched file, the service it was loaded for, and the text last seen in it.
+#[derive(Debug)]
+pub struct Watched {
     path: PathBuf,
+    service: String,
     seen: Option<String>,
 }
 
@@ -29,36 +31,46 @@ pub enum Reload {
     Refused(String),
 }
 
-/// Loads the policy at `path` and, when valid, puts it in force.
-pub fn reload(controller: &SharedController, path: &std::path::Path) -> Reload {
+/// Loads the policy at `path` and, when valid, puts it in force for `service` (the service the
+/// file was loaded for when the engine started).
+pub fn reload(controller: &SharedController, path: &std::path::Path, service: &str) -> Reload {
     let policy = match policy::load(path) {
         Ok(policy) => policy,
         Err(e) => return Reload::Refused(e.to_string()),
     };
-    let service = policy.service.clone();
     let mut guard = controller
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    match guard.replace_policy(&service, policy) {
-        Ok(generation) => Reload::Applied(service, generation),
+    match guard.replace_policy(service, policy) {
+        Ok(generation) => Reload::Applied(service.to_owned(), generation),
         Err(e) => Reload::Refused(format!("{}: {e}", path.display())),
     }
 }
 
-/// Watches `paths` every `every` until `stop` completes.
+/// The files to watch, with the service each holds and its text now. Call it before serving,
+/// when the files are the ones the engine loaded (a file that no longer loads is left out).
+pub fn watched(paths: Vec<PathBuf>) -> Vec<Watched> {
+    paths
+        .into_iter()
+        .filter_map(|path| {
+            let seen = std::fs::read_to_string(&path).ok();
+            let service = policy::load(&path).ok()?.service;
+            Some(Watched {
+                path,
+                service,
+                seen,
+            })
+        })
+        .collect()
+}
+
+/// Watches `files` (from [`watched`]) every `every` until `stop` completes.
 pub async fn watch(
     controller: SharedController,
-    paths: Vec<PathBuf>,
+    mut files: Vec<Watched>,
     every: Duration,
     stop: impl Future<Output = ()> + Send,
 ) {
-    let mut files: Vec<Watched> = paths
-        .into_iter()
-        .map(|path| Watched {
-            seen: std::fs::read_to_string(&path).ok(),
-            path,
-        })
-        .collect();
     let mut ticks = tokio::time::interval(every.max(Duration::from_millis(50)));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);
@@ -76,7 +88,7 @@ pub async fn watch(
             }
             file.seen = Some(text);
             let path = file.path.display().to_string();
-            match reload(&controller, &file.path) {
+            match reload(&controller, &file.path, &file.service) {
                 Reload::Applied(service, generation) => {
                     tracing::info!(service, file = path, generation, "policy reloaded");
                 }

@@ -88,8 +88,10 @@ pub enum LogFormat {
 pub fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only on a terminal: a log file or a pipeline gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -212,7 +214,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         tracing::warn!("no API token configured: state-changing API requests are refused");
     }
     let setup = config::load(&args.config)?;
-    let policy_files = config::policy_paths(&args.config)?;
+    let policy_files = super::reload::watched(config::policy_paths(&args.config)?);
     let store = Store::open(&args.store).map_err(|e| e.to_string())?;
     let cache = Arc::new(SnapshotCache::new());
     let store_config = store_config(&setup);
