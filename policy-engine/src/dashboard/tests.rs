@@ -120,6 +120,52 @@ async fn dashboard_state_has_policy_rollout_and_history() {
 }
 
 #[tokio::test]
+async fn dashboard_state_carries_each_looks_synthetic_probe_results() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let board = dashboard(dir.path());
+    let record = crate::synthetic::SyntheticRecord {
+        primary: crate::synthetic::SyntheticVariant {
+            runs: 3,
+            passed: 3,
+            ..Default::default()
+        },
+        shadow: crate::synthetic::SyntheticVariant {
+            runs: 3,
+            passed: 1,
+            failed: 2,
+            failing: 1,
+            ..Default::default()
+        },
+        failures: vec!["home shadow 127.0.0.1:8082: body lacks `ok`".into()],
+    };
+    board.history.record_look(
+        "checkout",
+        &Evaluation {
+            at_ms: 5_000,
+            step: 1,
+            outcome: Outcome::Inconclusive {
+                reason: "no traffic".into(),
+                holding: Vec::new(),
+            },
+            decisions: Vec::new(),
+            synthetic: Some(record),
+            resources: None,
+            rules: Vec::new(),
+        },
+    );
+    let state = serde_json::to_value(State::of(&board).expect("state")).expect("json");
+    let look = &state["services"][0]["history"]["looks"][0];
+    // What app.js's renderSynthetic reads.
+    assert_eq!(look["synthetic"]["shadow"]["failed"], 2);
+    assert_eq!(look["synthetic"]["shadow"]["runs"], 3);
+    assert_eq!(look["synthetic"]["primary"]["passed"], 3);
+    assert_eq!(
+        look["synthetic"]["failures"][0],
+        "home shadow 127.0.0.1:8082: body lacks `ok`"
+    );
+}
+
+#[tokio::test]
 async fn dashboard_events_start_with_a_snapshot_then_stream_points_looks_and_rollouts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let board = dashboard(dir.path());

@@ -195,6 +195,7 @@ function buildView(name) {
     charts: new Map(),
     rules: el("tbody"),
     look: el("p", { class: "look" }),
+    synthetic: el("div", { class: "synthetic", hidden: true }),
     timeline: el("ol"),
     result,
   };
@@ -218,7 +219,7 @@ function buildView(name) {
   const rules = el("div", { class: "rules" }, el("h3", {}, "Rules"),
     el("table", {}, el("thead", {}, el("tr", {},
       ...["rule", "condition", "action", "values", "p-value", "state"].map((t) => el("th", {}, t)))), view.rules),
-    view.look);
+    view.look, view.synthetic);
   const timeline = el("div", { class: "timeline" }, el("h3", {}, "Decisions"), view.timeline);
   view.root.append(head, view.nodes, grid, legend, el("div", { class: "lower" }, rules, timeline));
   return view;
@@ -278,6 +279,7 @@ function renderService(entry) {
     now.textContent = chart.mirror ? fmt(last[1], chart.unit) : fmt(last[0], chart.unit) + " / " + fmt(last[1], chart.unit);
   }
   renderRules(data, view);
+  renderSynthetic(data, view);
   view.timeline.replaceChildren(...decisions.slice().reverse().map((d) => {
     const li = el("li", { class: "phase-" + d.phase + (d.changed ? " changed" : ""), "data-phase": d.phase },
       el("span", { class: "when" }, clock(atOf(d))),
@@ -320,6 +322,24 @@ function renderRules(data, view) {
   else if (last.outcome.state === "inconclusive") view.look.textContent = "Last look " + clock(last.at_ms) + ": inconclusive — " + last.outcome.reason;
   else view.look.textContent = "Last look " + clock(last.at_ms) + " (step " + last.step + "): " +
     (last.outcome.holding.length ? "holding: " + last.outcome.holding.join(", ") : "no rule holds");
+}
+
+// The policy's synthetic probes as the last look that ran them saw them: runs, passes and
+// latency per variant, and each failure's reason. Hidden for a policy without probes.
+function renderSynthetic(data, view) {
+  const look = data.history.looks.slice().reverse().find((l) => l.synthetic);
+  if (!look) { view.synthetic.hidden = true; return; }
+  view.synthetic.hidden = false;
+  const s = look.synthetic;
+  const row = (name, v) => el("tr", { "data-variant": name, class: v.failed > 0 ? "state-fired" : "" },
+    el("td", {}, name), el("td", {}, v.passed + "/" + v.runs), el("td", {}, String(v.failing)),
+    el("td", {}, fmt(v.latency_mean_ms, "ms")), el("td", {}, fmt(v.latency_max_ms, "ms")));
+  view.synthetic.replaceChildren(
+    el("h3", {}, "Synthetic probes ", el("span", { class: "meta" }, "look " + clock(look.at_ms))),
+    el("table", {}, el("thead", {}, el("tr", {},
+      ...["variant", "passed", "failing probes", "mean", "max"].map((t) => el("th", {}, t)))),
+      el("tbody", {}, row("primary", s.primary), row("shadow", s.shadow))),
+    el("ul", { class: "failures" }, ...(s.failures || []).map((f) => el("li", {}, el("code", {}, f)))));
 }
 
 // ---- state and events ---------------------------------------------------------------------
