@@ -121,6 +121,8 @@ impl Scenario {
              {traffic}\
              analysis:\n  interval: 1s\n  min_sample: 30\n  alpha: 0.01\n\
              {rules}\
+             synthetic:\n  - name: cart\n    path: /cart\n    expect:\n      status: 200\n    \
+             rate: 2/s\n\
              steps:\n  - weight: 10\n    hold: {HOLD_S}s\n  - weight: 25\n    hold: {HOLD_S}s\n  \
              - weight: 50\n    hold: {HOLD_S}s\n",
             name = self.name(),
