@@ -3,11 +3,11 @@
 //! goes on; a valid edit is put in force without touching the rollout.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use doppel_engine::cli::client;
 use serde_json::{Value, json};
+
+use crate::serve_process::{self, Serve, serve_command};
 
 const TOKEN: &str = "reload-token";
 
@@ -20,77 +20,19 @@ fn policy(percent: u32, rule: &str) -> String {
     )
 }
 
-struct Engine {
-    child: Child,
-    api: String,
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(dir: &Path) -> Engine {
-    let ready = dir.join("ready.json");
-    let log = std::fs::File::create(dir.join("engine.log")).expect("engine log");
-    let child = Command::new(env!("CARGO_BIN_EXE_doppel"))
-        .arg("serve")
-        .arg("--config")
-        .arg(dir.join("serve.yaml"))
-        .arg("--store")
-        .arg(dir.join("state.redb"))
-        .args([
-            "--xds",
-            "127.0.0.1:0",
-            "--metrics",
-            "127.0.0.1:0",
-            "--api",
-            "127.0.0.1:0",
-        ])
+fn start(dir: &Path) -> Serve {
+    let mut command = serve_command(&dir.join("serve.yaml"), &dir.join("state.redb"));
+    command
         .args(["--policy-reload-ms", "100"])
-        .arg("--ready-file")
-        .arg(&ready)
-        .env("DOPPEL_API_TOKEN", TOKEN)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("starting doppel serve");
-    let mut engine = Engine {
-        child,
-        api: String::new(),
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(text) = std::fs::read_to_string(&ready)
-            && let Ok(json) = serde_json::from_str::<Value>(&text)
-            && let Some(api) = json["api"].as_str()
-        {
-            engine.api = api.to_owned();
-            return engine;
-        }
-        assert!(
-            engine.child.try_wait().ok().flatten().is_none(),
-            "doppel serve exited: {}",
-            engine_log(dir)
-        );
-        assert!(Instant::now() < deadline, "doppel serve never became ready");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn engine_log(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join("engine.log")).unwrap_or_default()
+        .env("DOPPEL_API_TOKEN", TOKEN);
+    serve_process::start(command, dir)
 }
 
 /// Waits until the engine's log has a line containing all of `parts`; returns that line.
 async fn log_line(dir: &Path, parts: &[&str]) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let log = engine_log(dir);
+        let log = serve_process::log(dir);
         if let Some(line) = log.lines().find(|l| parts.iter().all(|p| l.contains(p))) {
             return line.to_owned();
         }
@@ -103,23 +45,13 @@ async fn log_line(dir: &Path, parts: &[&str]) -> String {
 }
 
 async fn post(api: &str, what: &str, body: Value) -> u16 {
-    client::request(
-        api,
-        "POST",
-        &format!("/v1/rollouts/checkout/{what}"),
-        Some(TOKEN),
-        Some(body.to_string()),
-    )
-    .await
-    .expect("API request")
-    .status
+    serve_process::post(api, "checkout", what, TOKEN, body.to_string())
+        .await
+        .expect("API request")
 }
 
 async fn status(api: &str) -> Value {
-    let answer = client::request(api, "GET", "/v1/rollouts/checkout", None, None)
-        .await
-        .expect("status");
-    serde_json::from_str(&answer.body).expect("status JSON")
+    serve_process::status(api, "checkout").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,13 +7,13 @@
 //! same snapshot version as before the kill.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use doppel_engine::cli::client;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
+
+use crate::serve_process::{self, Serve, serve_command};
 
 const TOKEN: &str = "faults-token";
 const ROLLOUTS: usize = 20;
@@ -23,78 +23,14 @@ traffic:\n  mode: split\n  percent: 1\nanalysis:\n  interval: 1s\n  min_sample: 
 rules:\n  - name: errors\n    when: compare.errors.worse\n    action: rollback\n\
 steps:\n  - weight: 10\n    hold: 1ms\n  - weight: 30\n    hold: 1ms\n  - weight: 60\n    hold: 1ms\n";
 
-struct Engine {
-    child: Child,
-    api: String,
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(dir: &Path) -> Engine {
-    let ready = dir.join("ready.json");
-    let _ = std::fs::remove_file(&ready);
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("engine.log"))
-        .expect("engine log");
-    let child = Command::new(env!("CARGO_BIN_EXE_doppel"))
-        .arg("serve")
-        .arg("--config")
-        .arg(dir.join("serve.yaml"))
-        .arg("--store")
-        .arg(dir.join("state.redb"))
-        .args([
-            "--xds",
-            "127.0.0.1:0",
-            "--metrics",
-            "127.0.0.1:0",
-            "--api",
-            "127.0.0.1:0",
-        ])
-        .arg("--ready-file")
-        .arg(&ready)
-        .env("DOPPEL_API_TOKEN", TOKEN)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("starting doppel serve");
-    let mut engine = Engine {
-        child,
-        api: String::new(),
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(text) = std::fs::read_to_string(&ready)
-            && let Ok(json) = serde_json::from_str::<Value>(&text)
-            && let Some(api) = json["api"].as_str()
-        {
-            engine.api = api.to_owned();
-            return engine;
-        }
-        if let Ok(Some(status)) = engine.child.try_wait() {
-            panic!(
-                "doppel serve exited with {status}: {}",
-                std::fs::read_to_string(dir.join("engine.log")).unwrap_or_default()
-            );
-        }
-        assert!(Instant::now() < deadline, "doppel serve never became ready");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn start(dir: &Path) -> Serve {
+    let mut command = serve_command(&dir.join("serve.yaml"), &dir.join("state.redb"));
+    command.env("DOPPEL_API_TOKEN", TOKEN);
+    serve_process::start(command, dir)
 }
 
 async fn status(api: &str) -> Value {
-    let answer = client::request(api, "GET", "/v1/rollouts/checkout", None, None)
-        .await
-        .expect("status request");
-    assert_eq!(answer.status, 200, "{}", answer.body);
-    serde_json::from_str(&answer.body).expect("status JSON")
+    serve_process::status(api, "checkout").await
 }
 
 /// A random input as (path suffix, body).
@@ -118,14 +54,10 @@ fn random_input(rng: &mut StdRng) -> (&'static str, String) {
 /// Sends one input; `Some(logged)` when the engine answered (200: applied, 409: refused, both
 /// logged), `None` when it never answered.
 async fn send(api: &str, (what, body): &(&'static str, String)) -> Option<bool> {
-    let path = format!("/v1/rollouts/checkout/{what}");
-    let answer = client::request(api, "POST", &path, Some(TOKEN), Some(body.clone()))
-        .await
-        .ok()?;
-    match answer.status {
+    match serve_process::post(api, "checkout", what, TOKEN, body.clone()).await? {
         200 => Some(true),
         409 => Some(false),
-        other => panic!("{what}: unexpected {other}: {}", answer.body),
+        other => panic!("{what}: unexpected {other}"),
     }
 }
 

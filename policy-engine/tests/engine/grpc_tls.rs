@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use doppel_engine::ingest::{self, ClusterRegistry, StoreConfig, WindowStore};
 use doppel_engine::tls::{ServerTls, TlsFiles};
@@ -26,6 +26,8 @@ use rcgen::{
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use crate::serve_process::{self, serve_command};
 
 /// The name the server's certificate is issued for, and the clients check.
 const SERVER_NAME: &str = "doppel-engine";
@@ -391,55 +393,16 @@ async fn tls_serve_flags_protect_both_grpc_servers() {
     let dir = tempfile::tempdir().expect("tempdir");
     let files = pki.write(dir.path());
     let config = serve_config(dir.path());
-    let ready = dir.path().join("ready.json");
-    let mut child = doppel()
-        .arg("serve")
-        .arg("--config")
-        .arg(&config)
-        .arg("--store")
-        .arg(dir.path().join("s.redb"))
-        .args(["--xds", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
-        .args(["--api", "127.0.0.1:0"])
+    let mut command = serve_command(&config, &dir.path().join("s.redb"));
+    command
         .arg("--tls-cert")
         .arg(&files.cert)
         .arg("--tls-key")
         .arg(&files.key)
         .arg("--tls-client-ca")
-        .arg(files.client_ca.as_deref().expect("ca"))
-        .arg("--ready-file")
-        .arg(&ready)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("doppel serve");
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let addresses: serde_json::Value = loop {
-        if let Ok(text) = std::fs::read_to_string(&ready)
-            && let Ok(json) = serde_json::from_str(&text)
-        {
-            break json;
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("doppel serve exited: {status}");
-        }
-        assert!(Instant::now() < deadline, "doppel serve never became ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let child = Kill(child);
-    let address = |name: &str| -> SocketAddr {
-        addresses[name]
-            .as_str()
-            .and_then(|a| a.parse().ok())
-            .expect("address")
-    };
+        .arg(files.client_ca.as_deref().expect("ca"));
+    let engine = serve_process::start(command, dir.path());
+    let address = |name: &str| engine.address(name);
     let metrics = address("metrics");
     let xds = address("xds");
     send_metrics(channel(metrics, Dial::Tls(&pki, Some(&pki.client))))
@@ -466,7 +429,7 @@ async fn tls_serve_flags_protect_both_grpc_servers() {
     open_ads(channel(xds, Dial::Tls(&pki, Some(&pki.client))), "tls-test")
         .await
         .expect("an ADS stream over mTLS opens");
-    drop(child);
+    drop(engine);
 
     // A key that does not match the certificate: refused at start-up, naming the files.
     let out = doppel()

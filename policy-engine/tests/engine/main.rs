@@ -17,6 +17,7 @@ mod replay;
 mod resources;
 mod rollout_bench;
 mod rollout_istio;
+mod serve_process;
 mod stats_detection;
 mod stats_properties;
 mod stats_reference;
