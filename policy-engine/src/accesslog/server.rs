@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::{SampleStore, sample};
 use crate::ingest::ClusterRegistry;
+use crate::ingest::server::next_message;
 
 /// The AccessLogService over `samples`, judging clusters by `registry`; streams end when
 /// `stop` turns true.
@@ -48,14 +49,9 @@ impl AccessLogService for AccessLogSink {
     ) -> Result<Response<StreamAccessLogsResponse>, Status> {
         let mut stream = request.into_inner();
         let mut stop = self.stop.clone();
-        loop {
-            let next = tokio::select! {
-                next = stream.message() => next,
-                _ = stop.wait_for(|stopped| *stopped) => break,
-            };
+        while let Some(next) = next_message(&mut stream, &mut stop).await {
             let message = match next {
-                Ok(Some(message)) => message,
-                Ok(None) => break,
+                Ok(message) => message,
                 Err(status) => {
                     tracing::debug!(error = %status, "an access-log stream ended");
                     break;

@@ -31,7 +31,7 @@ use self::scenario::Scenario;
 use self::stack::{AdsMode, Proc};
 use self::traffic::Tally;
 use self::watch::LogCounter;
-use crate::cli::client;
+use crate::cli::{client, rollout};
 
 /// The Envoy node id the demo's engine serves.
 const NODE: &str = "doppel-demo";
@@ -244,20 +244,15 @@ async fn run(args: DemoArgs) -> Result<bool, String> {
     let stop = Arc::new(AtomicBool::new(false));
     let clients = traffic::start(front, Arc::clone(&tally), Arc::clone(&stop))?;
     let start = Instant::now();
-    let answer = client::request(
+    rollout::send(
         &api,
-        "POST",
-        &format!("/v1/rollouts/{SERVICE}/start"),
-        Some(&token),
-        Some(json!({ "version": "v2" }).to_string()),
+        &token,
+        SERVICE,
+        "start",
+        Some(json!({ "version": "v2" })),
     )
-    .await?;
-    if answer.status != 200 {
-        return Err(format!(
-            "starting the rollout: {} {}",
-            answer.status, answer.body
-        ));
-    }
+    .await
+    .map_err(|e| format!("starting the rollout: {e}"))?;
     say(
         start,
         "rollout of checkout v2 started; users are sending requests",
@@ -370,7 +365,7 @@ async fn watch_until_verdict(
             fault_at = Some(start.elapsed());
             say(start, &format!("-- {words} --"));
         }
-        let status = watch::status(api, SERVICE).await?;
+        let status = rollout::status(api, SERVICE).await?;
         for line in watch::new_decisions(&status, &mut seen) {
             say(start, &line);
         }

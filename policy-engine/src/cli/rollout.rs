@@ -137,29 +137,29 @@ async fn post(
 ) -> Result<Value, String> {
     let token = read_token(api.token_file.as_deref())?
         .ok_or_else(|| format!("no API token: pass --token-file or set {TOKEN_ENV}"))?;
-    let path = format!("/v1/rollouts/{service}/{what}");
-    let answer = request(
-        &api.api,
-        "POST",
-        &path,
-        Some(&token),
-        body.map(|b| b.to_string()),
-    )
-    .await?;
-    decode(answer)
+    send(&api.api, &token, service, what, body).await
 }
 
 async fn get_status(api: &ApiArgs, service: &str) -> Result<Value, String> {
-    decode(
-        request(
-            &api.api,
-            "GET",
-            &format!("/v1/rollouts/{service}"),
-            None,
-            None,
-        )
-        .await?,
-    )
+    status(&api.api, service).await
+}
+
+/// `POST /v1/rollouts/{service}/{what}` on the engine's API at `api` with `token`; the answer,
+/// or why the API refused.
+pub async fn send(
+    api: &str,
+    token: &str,
+    service: &str,
+    what: &str,
+    body: Option<Value>,
+) -> Result<Value, String> {
+    let path = format!("/v1/rollouts/{service}/{what}");
+    decode(request(api, "POST", &path, Some(token), body.map(|b| b.to_string())).await?)
+}
+
+/// `service`'s rollout status from the engine's API at `api`.
+pub async fn status(api: &str, service: &str) -> Result<Value, String> {
+    decode(request(api, "GET", &format!("/v1/rollouts/{service}"), None, None).await?)
 }
 
 /// One line per fact of a status document.

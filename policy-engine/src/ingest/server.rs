@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use envoy_types::pb::envoy::service::metrics::v3::metrics_service_server::{
     MetricsService, MetricsServiceServer,
@@ -17,6 +17,7 @@ use super::error::IngestError;
 use super::registry::ClusterRegistry;
 use super::store::WindowStore;
 use crate::accesslog::SampleStore;
+use crate::rollout::now_ms;
 use crate::tls::ServerTls;
 
 /// The largest message accepted. Envoy sends every stat it has in one message per flush, and
@@ -91,6 +92,18 @@ pub async fn serve_with_access_logs(
         .await
 }
 
+/// The next message of `stream`: `None` once the stream ended or `stop` turned true (Envoy
+/// never ends its streams itself, so shutdown must end them), else the message or the error.
+pub(crate) async fn next_message<T>(
+    stream: &mut Streaming<T>,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<Result<T, Status>> {
+    tokio::select! {
+        next = stream.message() => next.transpose(),
+        _ = stop.wait_for(|stopped| *stopped) => None,
+    }
+}
+
 /// The MetricsService implementation: one task per Envoy stream, whose [`super::Stream`] state
 /// goes when the stream ends.
 #[derive(Debug)]
@@ -111,14 +124,9 @@ impl MetricsService for MetricsSink {
         let mut stream = request.into_inner();
         let mut stop = self.stop.clone();
         let mut state = self.store.open_stream(peer.clone());
-        loop {
-            let next = tokio::select! {
-                next = stream.message() => next,
-                _ = stop.wait_for(|stopped| *stopped) => break,
-            };
+        while let Some(next) = next_message(&mut stream, &mut stop).await {
             let message = match next {
-                Ok(Some(message)) => message,
-                Ok(None) => break,
+                Ok(message) => message,
                 Err(status) => {
                     let error = IngestError::Stream {
                         message: status.message().to_owned(),
@@ -143,11 +151,4 @@ impl MetricsService for MetricsSink {
         tracing::info!(%peer, node = state.node(), "metrics stream closed");
         Ok(Response::new(StreamMetricsResponse {}))
     }
-}
-
-/// The wall clock in Unix milliseconds (0 before 1970).
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

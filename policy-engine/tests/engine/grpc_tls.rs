@@ -432,14 +432,7 @@ async fn tls_serve_flags_protect_both_grpc_servers() {
     drop(engine);
 
     // A key that does not match the certificate: refused at start-up, naming the files.
-    let out = doppel()
-        .arg("serve")
-        .arg("--config")
-        .arg(&config)
-        .arg("--store")
-        .arg(dir.path().join("s2.redb"))
-        .args(["--xds", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
-        .args(["--api", "127.0.0.1:0"])
+    let out = serve_command(&config, &dir.path().join("s2.redb"))
         .arg("--tls-cert")
         .arg(&files.cert)
         .arg("--tls-key")

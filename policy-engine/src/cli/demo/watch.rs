@@ -7,8 +7,6 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
-use crate::cli::client;
-
 /// Counts the lines of a demo upstream's request log as it grows: requests and 5xx answers.
 pub struct LogCounter {
     path: PathBuf,
@@ -66,19 +64,6 @@ impl LogCounter {
             100.0 * self.errors as f64 / self.requests as f64
         }
     }
-}
-
-/// The rollout status of `service` from the engine's API.
-pub async fn status(api: &str, service: &str) -> Result<Value, String> {
-    let answer =
-        client::request(api, "GET", &format!("/v1/rollouts/{service}"), None, None).await?;
-    if answer.status != 200 {
-        return Err(format!(
-            "the engine answered {} to a status request: {}",
-            answer.status, answer.body
-        ));
-    }
-    serde_json::from_str(&answer.body).map_err(|e| format!("the engine's status is not JSON: {e}"))
 }
 
 /// The rollout's phase name (`pending`, `shadowing`, `paused`, `promoted`, `rolled_back`).
