@@ -34,7 +34,7 @@ pub fn envoy_bin() -> PathBuf {
 }
 
 /// Which ADS variant Envoy speaks (the engine's own type: `doppel demo` renders the same file).
-pub use doppel_engine::cli::demo::stack::AdsMode;
+pub use doppel_engine::xds::bootstrap::AdsMode;
 
 /// `envoy/ads.yaml` pointed at `xds_port`, admin on an ephemeral port, in the given mode; its
 /// stat sink aims at a port nothing listens on (see [`render_ads_bootstrap_with_metrics`]).
@@ -53,7 +53,7 @@ pub fn render_ads_bootstrap_with_metrics(
     metrics_port: u16,
     mode: AdsMode,
 ) -> Result<String, String> {
-    doppel_engine::cli::demo::stack::ads_bootstrap(xds_port, metrics_port, mode)
+    doppel_engine::xds::bootstrap::ads_bootstrap(xds_port, metrics_port, mode)
 }
 
 /// How long the tests wait for Envoy to take a push.

@@ -6,7 +6,7 @@
 //! Every process it started is stopped when it ends, on an error and on Ctrl-C.
 //!
 //! - [`scenario`]: the policy, the fault and the expected verdict of each scenario.
-//! - [`stack`]: the processes (and the ADS bootstrap for Envoy).
+//! - [`stack`]: the processes; Envoy starts from [`crate::xds::bootstrap`].
 //! - [`traffic`]: the users.
 //! - [`watch`]: the status, decisions and request counts it prints.
 
@@ -28,10 +28,11 @@ use rand::Rng;
 use serde_json::json;
 
 use self::scenario::Scenario;
-use self::stack::{AdsMode, Proc};
+use self::stack::Proc;
 use self::traffic::Tally;
 use self::watch::LogCounter;
 use crate::cli::{client, rollout};
+use crate::xds::bootstrap::{self, AdsMode};
 
 /// The Envoy node id the demo's engine serves.
 const NODE: &str = "doppel-demo";
@@ -220,7 +221,7 @@ async fn run(args: DemoArgs) -> Result<bool, String> {
     )?;
     let xds_port = stack::free_port()?;
     let (engine, engine_at) = stack::engine(&bins.doppel, &dir, xds_port, &token).await?;
-    let bootstrap = stack::ads_bootstrap(xds_port, engine_at.metrics.port(), AdsMode::Sotw)?;
+    let bootstrap = bootstrap::ads_bootstrap(xds_port, engine_at.metrics.port(), AdsMode::Sotw)?;
     let (envoy, admin) = stack::envoy(&bins.envoy, &dir, &bootstrap, NODE).await?;
     let shadow_address = shadow.address;
     let mut running = Running {

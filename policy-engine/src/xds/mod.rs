@@ -8,7 +8,7 @@
 //! the cache, where [`SnapshotCache::status`] shows it. A NACKed type stays on Envoy's last good
 //! version; [`SnapshotCache::restore_last_good`] serves that version again.
 //!
-//! Files: [`build`] makes the usual Envoy resources; [`resource`] packs one resource and notes what it refers to; [`snapshot`] holds a
+//! Files: [`bootstrap`] renders `envoy/ads.yaml` for a running engine; [`build`] makes the usual Envoy resources; [`resource`] packs one resource and notes what it refers to; [`snapshot`] holds a
 //! node's resources and the consistency check; [`cache`] keeps snapshots and statuses per node
 //! (and [`counters`], the pushes, ACKs and NACKs `/metrics` shows);
 //! `stream` is the one stream loop; `protocol` its two wire variants; `server` the gRPC service
@@ -45,6 +45,7 @@
 //! response (no shared pre-encoded response); removed clusters are removed in the same push as
 //! the routes that stopped using them (no delayed cleanup).
 
+pub mod bootstrap;
 pub mod build;
 pub mod cache;
 pub mod counters;
