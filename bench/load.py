@@ -6,7 +6,8 @@ serves two routes: /direct, answered by Envoy itself (direct_response: the filte
 and /, proxied to one upstream. Every round starts each configuration's Envoy in turn
 (`--concurrency 1`), runs wrk against both routes, and stops it; the order rotates from round to
 round so no configuration always runs first. Figures are medians over rounds; a configuration's
-CPU cost per request is 1/rps(config) - 1/rps(no filter) from the same round.
+CPU cost per request is 1/rps(config) - 1/rps(no filter) from the same round; Envoy's own CPU
+time per request (all its threads, from /proc/<pid>/task/*/schedstat) is reported beside it.
 
 Run through scripts/bench-load, which sets ENVOY_BIN and DOPPEL_WASM. Standard library only.
 """
@@ -29,12 +30,14 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECTION = "## Load: the filter in Envoy under wrk"
-# (name in the table, template, filter config or None)
+# (name in the table, template, filter config or None). Templates with a {{wasm_path}} get the
+# doppel filter, except `bare`, which gets the baseline filter of bench/bare-filter/.
 CONFIGS = [
     ("no filter", "none", None),
     ("doppel split 1%", "split", "split.json"),
     ("doppel mirror 1%", "mirror", "mirror.json"),
     ("Lua (header, random, header)", "lua", None),
+    ("bare Rust Wasm (header, header, histogram)", "bare", None),
     ("native request_mirror_policies 1%", "native-mirror", None),
 ]
 ROUTES = [("direct_response", "/direct"), ("proxied", "/")]
@@ -156,6 +159,8 @@ class Envoy:
         ]
         if filter_config:
             args += [f"wasm_path={wasm}", f"filter_config=@{filter_config}"]
+        elif name == "bare":
+            args += [f"wasm_path={wasm}"]
         with open(self.config, "w") as out:
             subprocess.run([os.path.join(ROOT, "scripts", "render-envoy"), template, *args], stdout=out, check=True)
         self.admin_path = os.path.join(workdir, f"{name}.admin")
@@ -190,6 +195,18 @@ class Envoy:
             if key == name:
                 return int(value)
         return 0
+
+    def cpu_ns(self):
+        """CPU time Envoy has used so far, all threads, in nanoseconds (schedstat's first field)."""
+        total = 0
+        task_dir = f"/proc/{self.proc.pid}/task"
+        for task in os.listdir(task_dir):
+            try:
+                with open(f"{task_dir}/{task}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass  # a thread that ended between listdir and open
+        return total
 
     def stop(self):
         stop(self.proc)
@@ -235,7 +252,7 @@ def wrk(url, seconds, connections):
     return done.stdout
 
 
-def measure(args, envoy_bin, wasm):
+def measure(args, envoy_bin, wasm, bare_wasm):
     workdir = tempfile.mkdtemp(prefix="doppel-bench-")
     upstream = Upstream(args.upstream, workdir)
     # samples[(template, route)] = one dict per round
@@ -244,36 +261,42 @@ def measure(args, envoy_bin, wasm):
         upstream.start()
         say(f"upstream: {upstream.name} on port {upstream.port}")
         envoys = {}
-        for _, template, filter_config in CONFIGS:
+        configs = [c for c in CONFIGS if c[1] in args.only]
+        for _, template, filter_config in configs:
             envoys[template] = Envoy(
                 os.path.join(ROOT, "bench", "envoy", f"{template}.yaml"),
                 filter_config and os.path.join(ROOT, "bench", "envoy", "filter", filter_config),
                 upstream.port,
                 workdir,
                 envoy_bin,
-                wasm,
+                bare_wasm if template == "bare" else wasm,
             )
         for r in range(args.rounds):
-            order = CONFIGS[r % len(CONFIGS):] + CONFIGS[: r % len(CONFIGS)]
+            order = configs[r % len(configs):] + configs[: r % len(configs)]
             for label, template, _ in order:
                 envoy = envoys[template]
                 envoy.start()
                 try:
                     for route, path in ROUTES:
-                        if (template, route) in SKIP:
+                        if (template, route) in SKIP or route not in args.routes:
                             continue
                         url = f"http://127.0.0.1:{envoy.port}{path}"
                         if args.warmup > 0:
                             wrk(url, args.warmup, args.connections)
                         shadow_before = envoy.counter("cluster.shadow.upstream_rq_total")
+                        cpu_before = envoy.cpu_ns()
                         result = parse_wrk(wrk(url, args.duration, args.connections))
+                        cpu = envoy.cpu_ns() - cpu_before
                         time.sleep(0.2)  # let the last copies reach the shadow
                         shadow = envoy.counter("cluster.shadow.upstream_rq_total") - shadow_before
-                        result["shadow_share"] = shadow / result["requests"] if result["requests"] else 0.0
+                        served = max(result["requests"], 1)
+                        result["shadow_share"] = shadow / served
+                        result["cpu_us"] = cpu / 1e3 / served
                         samples.setdefault((template, route), []).append(result)
                         say(
                             f"round {r + 1}/{args.rounds} {label:<34} {route:<15} "
                             f"{result['rps']:9.0f} req/s  p50 {result['p50']:7.0f} us  p99 {result['p99']:7.0f} us"
+                            f"  Envoy CPU {result['cpu_us']:.2f} us/rq"
                             f"  to shadow {100 * result['shadow_share']:.2f}%  errors {result['errors']}"
                         )
                 finally:
@@ -290,12 +313,13 @@ def fmt_us(x):
 
 def table(samples):
     lines = [
-        "| route | configuration | req/s | p50 | p99 | CPU per request over no filter | req/s vs no filter | cost vs Lua | sent to shadow | errors (all rounds) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| route | configuration | req/s | p50 | p99 | CPU per request over no filter | Envoy CPU per request | Envoy CPU over no filter | req/s vs no filter | cost vs Lua | sent to shadow | errors (all rounds) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for route, _ in ROUTES:
-        base = samples[("none", route)]
-        lua = samples.get(("lua", route))
+        base = samples.get(("none", route))
+        if not base:
+            continue
         costs = {}
         for _, template, _ in CONFIGS:
             runs = samples.get((template, route))
@@ -308,22 +332,27 @@ def table(samples):
         for label, template, _ in CONFIGS:
             runs = samples.get((template, route))
             if not runs:
-                lines.append(f"| {route} | {label} | n/a | | | | | | | |")
+                if (template, route) in SKIP:
+                    lines.append(f"| {route} | {label} | n/a | | | | | | | | | |")
                 continue
             rps = statistics.median(s["rps"] for s in runs)
             ratio = statistics.median(s["rps"] / b["rps"] for s, b in zip(runs, base))
+            cpu = statistics.median(s["cpu_us"] for s in runs)
             cost = costs[template]
             if template == "none":
-                cost_cell, vs_lua = "—", "—"
+                cost_cell, cpu_cost_cell, vs_lua = "—", "—", "—"
             else:
                 cost_cell = f"{cost:+.2f} µs"
+                cpu_cost = statistics.median(s["cpu_us"] - b["cpu_us"] for s, b in zip(runs, base))
+                cpu_cost_cell = f"{cpu_cost:+.2f} µs"
                 lua_cost = costs.get("lua")
                 # A cost at or below zero is noise: no ratio.
-                positive = lua and lua_cost and lua_cost > 0 and cost > 0
+                positive = lua_cost and lua_cost > 0 and cost > 0
                 vs_lua = f"{cost / lua_cost:.2f}x" if positive else "—"
             lines.append(
                 f"| {route} | {label} | {rps:,.0f} | {fmt_us(statistics.median(s['p50'] for s in runs))} "
-                f"| {fmt_us(statistics.median(s['p99'] for s in runs))} | {cost_cell} | {ratio:.3f} | {vs_lua} "
+                f"| {fmt_us(statistics.median(s['p99'] for s in runs))} | {cost_cell} | {cpu:.2f} µs | {cpu_cost_cell} "
+                f"| {ratio:.3f} | {vs_lua} "
                 f"| {100 * statistics.median(s['shadow_share'] for s in runs):.2f}% "
                 f"| {sum(s['errors'] for s in runs)} |"
             )
@@ -430,19 +459,40 @@ def main(argv):
         "--upstream", choices=["nginx", "demo"], default="nginx",
         help="the proxied routes' upstream: Debian's nginx (default) or doppel-demo-upstream (DOPPEL_UPSTREAM_BIN)",
     )
+    parser.add_argument(
+        "--only", default=",".join(c[1] for c in CONFIGS),
+        help="comma-separated templates to run (no filter always runs; default: all of "
+        + ", ".join(c[1] for c in CONFIGS) + ")",
+    )
+    parser.add_argument(
+        "--routes", default=",".join(r[0] for r in ROUTES),
+        help="comma-separated routes to run (default: " + ", ".join(r[0] for r in ROUTES) + ")",
+    )
     parser.add_argument("--write", action="store_true", help=f"replace the '{SECTION[3:]}' section of BENCHMARKS.md")
     args = parser.parse_args(argv[1:])
     if args.duration < 1 or args.rounds < 1 or args.connections < 1 or args.warmup < 0:
         parser.error("--duration, --rounds and --connections must be at least 1, --warmup at least 0")
+    known = {c[1] for c in CONFIGS}
+    args.only = set(filter(None, args.only.split(","))) | {"none"}
+    args.routes = set(filter(None, args.routes.split(",")))
+    if args.only - known:
+        parser.error(f"--only: unknown template {', '.join(sorted(args.only - known))} (known: {', '.join(sorted(known))})")
+    if not args.routes or args.routes - {r[0] for r in ROUTES}:
+        parser.error(f"--routes: expected some of {', '.join(r[0] for r in ROUTES)}, got {','.join(sorted(args.routes))!r}")
+    if args.write and (len(args.only) < len(CONFIGS) or len(args.routes) < len(ROUTES)):
+        parser.error("--write needs every configuration and route (no --only or --routes)")
     envoy_bin = os.environ.get("ENVOY_BIN", "")
     wasm = os.environ.get("DOPPEL_WASM", "")
+    bare_wasm = os.environ.get("DOPPEL_BARE_WASM", "")
     if not os.access(envoy_bin, os.X_OK):
         fail(f"no Envoy at {envoy_bin!r}: run scripts/setup (or set ENVOY_BIN)")
     if not os.path.isfile(wasm):
         fail(f"no filter at {wasm!r}: build it (scripts/bench-load does unless DOPPEL_SKIP_FILTER_BUILD=1) or set DOPPEL_WASM")
+    if "bare" in args.only and not os.path.isfile(bare_wasm):
+        fail(f"no baseline filter at {bare_wasm!r}: scripts/bench-load builds bench/bare-filter (or set DOPPEL_BARE_WASM)")
     ensure_tools(args)
     args.load_before = os.getloadavg()[0]
-    samples, upstream = measure(args, envoy_bin, wasm)
+    samples, upstream = measure(args, envoy_bin, wasm, bare_wasm)
     command = "scripts/bench-load " + " ".join(shlex.quote(a) for a in argv[1:])
     text = section(args, samples, upstream, envoy_bin, command.strip())
     sys.stdout.write(text)

@@ -14,11 +14,15 @@
 //! - [`timing`]: durations out of an upstream's `Server-Timing` header.
 //! - [`tally`]: counters kept in VM memory until the next publication.
 //! - [`names`]: the headers and metric names the filter writes; the engine parses the same names.
-//! - `glue` (wasm32 only): the proxy-wasm root and HTTP contexts, thin adapters over the above.
+//! - [`pairs`]: the proxy-wasm ABI's serialized header maps.
+//! - `glue` (wasm32 only): the proxy-wasm ABI exports, root and HTTP contexts, thin adapters
+//!   over the above (no SDK: each call between Envoy and the VM is the filter's main cost).
 //!
 //! Deliberate shortcuts, for speed: counters are published on the root context's tick rather
-//! than per request (Envoy's counters lag by at most a second); mirror copies are dispatched from
-//! the root context on a 1 ms tick, so their answers outlive the request that made them.
+//! than per request (Envoy's counters lag by at most a second); the primary's latency is
+//! measured on a sample of its requests (`primary_latency_percent`, by default ten times the
+//! shadow's share), the shadow's on all of them; mirror copies are dispatched from the root
+//! context on a 1 ms tick, so their answers outlive the request that made them.
 //!
 //! The proxy-wasm glue is compiled only for `wasm32`; everything else is plain Rust that
 //! unit-tests natively, and the engine depends on this crate for the config it pushes.
@@ -28,6 +32,7 @@ pub mod decide;
 pub mod ids;
 pub mod mirror;
 pub mod names;
+pub mod pairs;
 pub mod tally;
 pub mod timing;
 

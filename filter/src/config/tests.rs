@@ -91,7 +91,7 @@ fn errors_name_the_field_and_why() {
         ),
         (
             base(r#","colour":"red""#),
-            "colour: unknown field `colour`, expected one of `service`, `mode`, `percent`, `match`, `sticky`, `headers`, `custom_metrics`, `trusted_control`, `mirror`",
+            "colour: unknown field `colour`, expected one of `service`, `mode`, `percent`, `match`, `sticky`, `headers`, `custom_metrics`, `trusted_control`, `mirror`, `primary_latency_percent`",
         ),
         (
             base(r#","match":[{"header":"x-a","equals":"1","prefix":"2"}]"#),
@@ -219,21 +219,25 @@ fn arb_config() -> impl Strategy<Value = FilterConfig> {
         proptest::collection::btree_set(name("[a-z_]", 32), 0..4),
         any::<bool>(),
         arb_mirror(),
+        proptest::option::of(0.0..=100.0f64),
     )
         .prop_map(
-            |(service, mode, percent, matchers, sticky, custom, trusted, mirror)| FilterConfig {
-                service: ServiceName::new(service).unwrap(),
-                mode,
-                percent: Percent::new(percent).unwrap(),
-                matchers,
-                sticky,
-                headers: HeaderNames::default(),
-                custom_metrics: custom
-                    .into_iter()
-                    .map(|m| MetricLabel::new(m).unwrap())
-                    .collect(),
-                trusted_control: trusted,
-                mirror: (mode == Mode::Mirror).then_some(mirror),
+            |(service, mode, percent, matchers, sticky, custom, trusted, mirror, latency)| {
+                FilterConfig {
+                    service: ServiceName::new(service).unwrap(),
+                    mode,
+                    percent: Percent::new(percent).unwrap(),
+                    matchers,
+                    sticky,
+                    headers: HeaderNames::default(),
+                    custom_metrics: custom
+                        .into_iter()
+                        .map(|m| MetricLabel::new(m).unwrap())
+                        .collect(),
+                    trusted_control: trusted,
+                    mirror: (mode == Mode::Mirror).then_some(mirror),
+                    primary_latency_percent: latency.map(|p| Percent::new(p).unwrap()),
+                }
             },
         )
 }

@@ -1,59 +1,98 @@
-//! Host calls the filter makes, each failing soft: an error becomes `None` or is ignored, so a
-//! host refusal never aborts the VM or the request.
+//! The host calls the filter makes (proxy-wasm ABI 0.2.1 imports), each failing soft: an error
+//! becomes `None` or is ignored, so a host refusal never aborts the VM or the request.
+//!
+//! Every call crosses between Envoy and the VM, which costs far more than the work the filter
+//! does itself; so does every value the host hands back, which it places in VM memory through
+//! [`super::proxy_on_memory_allocate`]. The callers keep these to what a request needs.
 
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, LogLevel, MapType};
-use std::time::{Duration, UNIX_EPOCH};
+use std::ptr::null_mut;
 
-/// Envoy's clock in nanoseconds since the epoch (0 if unavailable).
-pub fn now_ns() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+/// Which header map a call reads or writes (the ABI's `MapType`).
+#[derive(Clone, Copy)]
+#[repr(u32)]
+pub enum Map {
+    RequestHeaders = 0,
+    ResponseHeaders = 2,
+    CallResponseHeaders = 6,
 }
 
-/// A header's value as bytes, `None` when absent (or on any error).
-pub fn header(map: MapType, name: &str) -> Option<Vec<u8>> {
-    hostcalls::get_map_value_bytes(map, name).ok().flatten()
+/// Which buffer a call reads (the ABI's `BufferType`).
+#[derive(Clone, Copy)]
+#[repr(u32)]
+pub enum Buffer {
+    RequestBody = 0,
+    ResponseBody = 1,
+    CallResponseBody = 4,
+    PluginConfiguration = 7,
 }
 
-/// Sets (or, with `None`, removes) a header.
-pub fn set_header(map: MapType, name: &str, value: Option<&[u8]>) {
-    let _ = hostcalls::set_map_value_bytes(map, name, value);
+/// The kind of a metric (the ABI's `MetricType`).
+#[derive(Clone, Copy)]
+#[repr(u32)]
+pub enum MetricKind {
+    Counter = 0,
+    Histogram = 2,
 }
 
-/// All headers of a map, as bytes.
-pub fn headers(map: MapType) -> Vec<(String, Vec<u8>)> {
-    hostcalls::get_map_bytes(map).unwrap_or_default()
-}
+const OK: u32 = 0;
+const LOG_ERROR: u32 = 4;
 
-/// Up to `max` bytes of a buffer from its start.
-pub fn buffer(kind: BufferType, max: usize) -> Option<Vec<u8>> {
-    if max == 0 {
-        return Some(Vec::new());
-    }
-    hostcalls::get_buffer(kind, 0, max).ok().flatten()
-}
-
-/// A property of the current request (for example `response.code_details`).
-pub fn property(path: &[&str]) -> Option<Vec<u8>> {
-    hostcalls::get_property(path.to_vec()).ok().flatten()
-}
-
-/// Stores a value in the request's filter state (`wasm.<name>`), where access logs read it.
-pub fn set_filter_state(name: &str, value: &[u8]) {
-    let _ = hostcalls::set_property(vec![name], Some(value));
-}
-
-/// Asks for `on_tick` every `ms` milliseconds (0: never).
-pub fn set_tick_ms(ms: u64) {
-    let _ = hostcalls::set_tick_period(Duration::from_millis(ms));
-}
-
-/// Logs one line at error level.
-pub fn error(message: &str) {
-    let _ = hostcalls::log(LogLevel::Error, message);
+#[link(wasm_import_module = "env")]
+unsafe extern "C" {
+    fn proxy_log(level: u32, message: *const u8, size: usize) -> u32;
+    fn proxy_get_current_time_nanoseconds(time: *mut u64) -> u32;
+    fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+    fn proxy_get_buffer_bytes(
+        kind: u32,
+        start: usize,
+        max: usize,
+        data: *mut *mut u8,
+        size: *mut usize,
+    ) -> u32;
+    fn proxy_get_header_map_pairs(map: u32, data: *mut *mut u8, size: *mut usize) -> u32;
+    fn proxy_get_header_map_value(
+        map: u32,
+        key: *const u8,
+        key_size: usize,
+        data: *mut *mut u8,
+        size: *mut usize,
+    ) -> u32;
+    fn proxy_replace_header_map_value(
+        map: u32,
+        key: *const u8,
+        key_size: usize,
+        value: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_remove_header_map_value(map: u32, key: *const u8, key_size: usize) -> u32;
+    fn proxy_get_property(
+        path: *const u8,
+        path_size: usize,
+        data: *mut *mut u8,
+        size: *mut usize,
+    ) -> u32;
+    fn proxy_set_property(
+        path: *const u8,
+        path_size: usize,
+        value: *const u8,
+        value_size: usize,
+    ) -> u32;
+    #[allow(clippy::too_many_arguments)]
+    fn proxy_http_call(
+        upstream: *const u8,
+        upstream_size: usize,
+        headers: *const u8,
+        headers_size: usize,
+        body: *const u8,
+        body_size: usize,
+        trailers: *const u8,
+        trailers_size: usize,
+        timeout_ms: u32,
+        token: *mut u32,
+    ) -> u32;
+    fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, id: *mut u32) -> u32;
+    fn proxy_increment_metric(id: u32, offset: i64) -> u32;
+    fn proxy_record_metric(id: u32, value: u64) -> u32;
 }
 
 #[link(wasm_import_module = "wasi_snapshot_preview1")]
@@ -61,6 +100,144 @@ unsafe extern "C" {
     /// WASI preview 1 `random_get(buf, buf_len) -> errno`.
     #[link_name = "random_get"]
     fn wasi_random_get(buf: i32, buf_len: i32) -> i32;
+}
+
+/// Takes ownership of bytes the host placed in VM memory (allocated by
+/// `proxy_on_memory_allocate` as a boxed slice of exactly `size` bytes).
+///
+/// # Safety
+/// `data` is null or was returned by the host for this call with `size`.
+unsafe fn owned(data: *mut u8, size: usize) -> Option<Vec<u8>> {
+    if data.is_null() {
+        return None;
+    }
+    // SAFETY: the host allocated `size` bytes at `data` through our allocator (a boxed slice,
+    // so capacity == length) and hands them over.
+    Some(unsafe { Vec::from_raw_parts(data, size, size) })
+}
+
+/// Runs a host call that returns bytes; `None` unless it answered Ok with data.
+fn fetch(call: impl FnOnce(*mut *mut u8, *mut usize) -> u32) -> Option<Vec<u8>> {
+    let mut data: *mut u8 = null_mut();
+    let mut size: usize = 0;
+    let status = call(&mut data, &mut size);
+    // SAFETY: on any answer, the host only ever wrote a pointer it allocated for this call.
+    let bytes = unsafe { owned(data, size) };
+    if status == OK { bytes } else { None }
+}
+
+/// Envoy's clock in nanoseconds since the epoch (0 if unavailable).
+pub fn now_ns() -> u64 {
+    let mut t = 0u64;
+    // SAFETY: `t` outlives the call.
+    let status = unsafe { proxy_get_current_time_nanoseconds(&mut t) };
+    if status == OK { t } else { 0 }
+}
+
+/// A header's value, `None` when absent (or on any error).
+pub fn header(map: Map, name: &str) -> Option<Vec<u8>> {
+    // SAFETY: pointers and lengths describe live buffers.
+    fetch(|d, s| unsafe { proxy_get_header_map_value(map as u32, name.as_ptr(), name.len(), d, s) })
+}
+
+/// Every header of a map in one call, serialized as [`crate::pairs`] reads them.
+pub fn header_pairs(map: Map) -> Vec<u8> {
+    // SAFETY: pointers describe live out-parameters.
+    fetch(|d, s| unsafe { proxy_get_header_map_pairs(map as u32, d, s) }).unwrap_or_default()
+}
+
+/// Sets (or, with `None`, removes) a header.
+pub fn set_header(map: Map, name: &str, value: Option<&[u8]>) {
+    // SAFETY: pointers and lengths describe live buffers.
+    let _ = unsafe {
+        match value {
+            Some(v) => proxy_replace_header_map_value(
+                map as u32,
+                name.as_ptr(),
+                name.len(),
+                v.as_ptr(),
+                v.len(),
+            ),
+            None => proxy_remove_header_map_value(map as u32, name.as_ptr(), name.len()),
+        }
+    };
+}
+
+/// Up to `max` bytes of a buffer from its start.
+pub fn buffer(kind: Buffer, max: usize) -> Option<Vec<u8>> {
+    if max == 0 {
+        return Some(Vec::new());
+    }
+    // SAFETY: pointers describe live out-parameters.
+    fetch(|d, s| unsafe { proxy_get_buffer_bytes(kind as u32, 0, max, d, s) })
+}
+
+/// A property of the current request (for example `response.code_details`).
+pub fn property(path: &[&str]) -> Option<Vec<u8>> {
+    let path = path.join("\0");
+    // SAFETY: pointers and lengths describe live buffers.
+    fetch(|d, s| unsafe { proxy_get_property(path.as_ptr(), path.len(), d, s) })
+}
+
+/// Stores a value in the request's filter state (`wasm.<name>`), where access logs read it.
+pub fn set_filter_state(name: &str, value: &[u8]) {
+    // SAFETY: pointers and lengths describe live buffers.
+    let _ = unsafe { proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) };
+}
+
+/// Asks for `on_tick` every `ms` milliseconds (0: never).
+pub fn set_tick_ms(ms: u64) {
+    // SAFETY: plain value.
+    let _ = unsafe { proxy_set_tick_period_milliseconds(u32::try_from(ms).unwrap_or(u32::MAX)) };
+}
+
+/// Logs one line at error level.
+pub fn error(message: &str) {
+    // SAFETY: pointer and length describe a live buffer.
+    let _ = unsafe { proxy_log(LOG_ERROR, message.as_ptr(), message.len()) };
+}
+
+/// Defines a metric; its id, `None` if the host refused.
+pub fn define_metric(kind: MetricKind, name: &str) -> Option<u32> {
+    let mut id = 0u32;
+    // SAFETY: pointers and lengths describe live buffers.
+    let status = unsafe { proxy_define_metric(kind as u32, name.as_ptr(), name.len(), &mut id) };
+    (status == OK).then_some(id)
+}
+
+/// Adds `delta` to a counter.
+pub fn increment_metric(id: u32, delta: i64) {
+    // SAFETY: plain values.
+    let _ = unsafe { proxy_increment_metric(id, delta) };
+}
+
+/// Records one value of a histogram.
+pub fn record_metric(id: u32, value: u64) {
+    // SAFETY: plain values.
+    let _ = unsafe { proxy_record_metric(id, value) };
+}
+
+/// Sends a callout to `cluster` (headers already serialized by [`crate::pairs::encode`]); its
+/// token, `None` if the host refused it.
+pub fn http_call(cluster: &str, headers: &[u8], body: &[u8], timeout_ms: u64) -> Option<u32> {
+    let no_trailers = crate::pairs::encode::<&str, &[u8]>(&[]);
+    let mut token = 0u32;
+    // SAFETY: pointers and lengths describe live buffers; `token` outlives the call.
+    let status = unsafe {
+        proxy_http_call(
+            cluster.as_ptr(),
+            cluster.len(),
+            headers.as_ptr(),
+            headers.len(),
+            body.as_ptr(),
+            body.len(),
+            no_trailers.as_ptr(),
+            no_trailers.len(),
+            u32::try_from(timeout_ms).unwrap_or(u32::MAX),
+            &mut token,
+        )
+    };
+    (status == OK).then_some(token)
 }
 
 /// 16 random bytes from the host (WASI `random_get`); mixed from the clock and `salt` if the

@@ -1,28 +1,24 @@
-//! One HTTP context per request: strip the control headers, decide, tag the chosen request (split)
-//! or prepare its copy (mirror), measure the answer, and count. Host calls are kept to what the
-//! config needs: the headers a decision reads, the clock twice, the status, one histogram.
+//! One context per request: strip the control headers, decide, tag the chosen request (split)
+//! or prepare its copy (mirror), measure the answer, and count.
+//!
+//! Host calls are what a request costs, so each is made only when needed. An unchosen request
+//! costs two: all request headers in one call (the control headers to strip and whatever the
+//! decision reads come out of the same copy), and the response status. The clock is read and a
+//! latency recorded only for measured requests: every chosen one, and a sample of the primary's
+//! (`primary_latency_percent`); counts of every request are kept in VM memory and published on
+//! the root's tick.
 
-use super::host;
+use super::host::{self, Buffer, Map};
 use super::root::{Job, Shared, tally_resolution};
 use crate::config::Mode;
 use crate::mirror::{
     Answer, BodyDigest, Report, Safety, copy_headers, has_required_pseudo_headers, safety,
 };
 use crate::names::{SHADOW_VALUE, STATE_ID, STATE_VARIANT, Variant};
+use crate::pairs::{self, find};
 use crate::tally::Counter;
 use crate::timing::durations_us;
-use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, BufferType, MapType};
 use std::rc::Rc;
-
-const REQ: MapType = MapType::HttpRequestHeaders;
-const RESP: MapType = MapType::HttpResponseHeaders;
-
-/// The context used when the root has no valid config: it does nothing.
-pub struct Passthrough;
-
-impl Context for Passthrough {}
-impl HttpContext for Passthrough {}
 
 /// A copy of this request on its way to the shadow.
 struct Copy {
@@ -44,10 +40,14 @@ struct Copy {
 pub struct Http {
     shared: Rc<Shared>,
     variant: Variant,
-    start_ns: u64,
+    /// When the request's headers arrived, if its latency is measured.
+    start_ns: Option<u64>,
     responded: bool,
     copy: Option<Copy>,
 }
+
+/// A request's headers as the host serialized them, decoded on demand.
+type Pairs<'b> = [(&'b [u8], &'b [u8])];
 
 impl Http {
     /// A context for one request under `shared`'s config.
@@ -55,35 +55,43 @@ impl Http {
         Http {
             shared,
             variant: Variant::Primary,
-            start_ns: 0,
+            start_ns: None,
             responded: false,
             copy: None,
         }
     }
 
     /// Removes client-sent control headers; with a trusted source, honours its variant header.
-    fn strip_control_headers(&mut self) -> bool {
+    fn strip_control_headers(&mut self, headers: Option<&Pairs>) -> bool {
         let h = &self.shared.config.headers;
         if self.shared.config.trusted_control {
-            let trusted = host::header(REQ, h.variant.as_str());
+            let trusted = match headers {
+                Some(headers) => find(headers, h.variant.as_str()).map(<[u8]>::to_vec),
+                None => host::header(Map::RequestHeaders, h.variant.as_str()),
+            };
             return trusted.as_deref() == Some(SHADOW_VALUE.as_bytes());
         }
         for name in [&h.variant, &h.id, &h.mirror] {
-            if host::header(REQ, name.as_str()).is_some() {
-                host::set_header(REQ, name.as_str(), None);
+            // Without a readable copy of the headers, remove blindly: never let one through.
+            if headers.is_none_or(|hs| find(hs, name.as_str()).is_some()) {
+                host::set_header(Map::RequestHeaders, name.as_str(), None);
             }
         }
         false
     }
 
     /// Split: route to the shadow by the variant header, tag with an id.
-    fn tag_shadow(&mut self) {
+    fn tag_shadow(&mut self, headers: &Pairs) {
         let id = self.shared.state.borrow_mut().ids.next_id().hex();
         let h = &self.shared.config.headers;
-        host::set_header(REQ, h.variant.as_str(), Some(SHADOW_VALUE.as_bytes()));
-        host::set_header(REQ, h.id.as_str(), Some(id.as_bytes()));
-        if host::header(REQ, "x-request-id").is_none() {
-            host::set_header(REQ, "x-request-id", Some(id.as_bytes()));
+        host::set_header(
+            Map::RequestHeaders,
+            h.variant.as_str(),
+            Some(SHADOW_VALUE.as_bytes()),
+        );
+        host::set_header(Map::RequestHeaders, h.id.as_str(), Some(id.as_bytes()));
+        if find(headers, "x-request-id").is_none() {
+            host::set_header(Map::RequestHeaders, "x-request-id", Some(id.as_bytes()));
         }
         host::set_filter_state(STATE_VARIANT, SHADOW_VALUE.as_bytes());
         host::set_filter_state(STATE_ID, id.as_bytes());
@@ -91,23 +99,23 @@ impl Http {
     }
 
     /// Mirror: check the request is safe to copy, open its comparison, prepare the copy.
-    fn start_copy(&mut self, end_of_stream: bool) {
+    fn start_copy(&mut self, headers: &Pairs, end_of_stream: bool) {
         let shared = self.shared.clone();
         let Some(m) = &shared.config.mirror else {
             return;
         };
-        let method = host::header(REQ, ":method").unwrap_or_default();
+        let method = find(headers, ":method").unwrap_or_default();
         let length = if end_of_stream {
             None
         } else {
-            host::header(REQ, "content-length")
+            find(headers, "content-length")
         };
-        let body_len = match safety(m, &method, length.as_deref(), end_of_stream) {
+        let body_len = match safety(m, method, length, end_of_stream) {
             Safety::Copy { body_len } => body_len,
             Safety::SkipMethod => return self.count(Counter::MirrorSkippedMethod),
             Safety::SkipBody => return self.count(Counter::MirrorSkippedBody),
         };
-        let now = self.start_ns;
+        let now = self.start_ns.unwrap_or_default();
         let (key, id) = {
             let mut st = shared.state.borrow_mut();
             let st = &mut *st;
@@ -118,8 +126,12 @@ impl Http {
             (key, st.ids.next_id().hex())
         };
         let h = &shared.config.headers;
+        let owned = headers
+            .iter()
+            .map(|(n, v)| (String::from_utf8_lossy(n).into_owned(), v.to_vec()))
+            .collect();
         let headers = copy_headers(
-            host::headers(REQ),
+            owned,
             m.authority.as_ref().map(|a| a.as_str()),
             [h.variant.as_str(), h.id.as_str(), h.mirror.as_str()],
             (h.id.as_str(), id.as_bytes()),
@@ -197,44 +209,53 @@ impl Http {
     }
 }
 
-impl Context for Http {}
-
-impl HttpContext for Http {
-    fn on_http_request_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
-        let trusted_shadow = self.strip_control_headers();
-        self.start_ns = host::now_ns();
-        if trusted_shadow {
+impl Http {
+    /// The request's headers: decide, and tag or copy a chosen request.
+    pub fn request_headers(&mut self, end_of_stream: bool) {
+        let raw = host::header_pairs(Map::RequestHeaders);
+        let decoded = pairs::decode(&raw);
+        let headers = decoded.as_deref();
+        let shared = self.shared.clone();
+        if self.strip_control_headers(headers) {
             self.variant = Variant::Shadow;
-            return Action::Continue;
+            self.start_ns = Some(host::now_ns());
+            return;
         }
-        let decider = &self.shared.decider;
-        if !decider.can_choose() {
-            return Action::Continue;
-        }
-        let values: Vec<Option<Vec<u8>>> = decider
-            .needed()
-            .iter()
-            .map(|h| host::header(REQ, h))
-            .collect();
-        let chosen = decider.decide(&values, &mut self.shared.state.borrow_mut().rng);
-        if chosen == Variant::Shadow {
-            match self.shared.config.mode {
-                Mode::Split => self.tag_shadow(),
-                Mode::Mirror => self.start_copy(end_of_stream),
-                Mode::Off => {}
+        let decider = &shared.decider;
+        let chosen = decider.can_choose() && {
+            let values: Vec<Option<&[u8]>> = decider
+                .needed()
+                .iter()
+                .map(|name| headers.and_then(|hs| find(hs, name)))
+                .collect();
+            decider.decide(&values, &mut shared.state.borrow_mut().rng) == Variant::Shadow
+        };
+        if !chosen {
+            let draw = shared.state.borrow_mut().rng.next_u64();
+            if shared.primary_latency.chooses(draw) {
+                self.start_ns = Some(host::now_ns());
             }
+            return;
         }
-        Action::Continue
+        self.start_ns = Some(host::now_ns());
+        let empty = [];
+        let headers = headers.unwrap_or(&empty);
+        match shared.config.mode {
+            Mode::Split => self.tag_shadow(headers),
+            Mode::Mirror => self.start_copy(headers, end_of_stream),
+            Mode::Off => {}
+        }
     }
 
-    fn on_http_request_body(&mut self, size: usize, end_of_stream: bool) -> Action {
+    /// A chunk of the request body: collected while a copy waits for its body.
+    pub fn request_body(&mut self, size: usize, end_of_stream: bool) {
         let Some(copy) = self.copy.as_mut() else {
-            return Action::Continue;
+            return;
         };
         let Some((job, expect)) = copy.pending.as_mut() else {
-            return Action::Continue;
+            return;
         };
-        if let Some(chunk) = host::buffer(BufferType::HttpRequestBody, size) {
+        if let Some(chunk) = host::buffer(Buffer::RequestBody, size) {
             job.body.extend_from_slice(&chunk);
         }
         let (len, expect) = (job.body.len() as u64, *expect);
@@ -248,17 +269,27 @@ impl HttpContext for Http {
         {
             self.enqueue(job);
         }
-        Action::Continue
     }
 
-    fn on_http_response_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
+    /// The response's headers: status (every request), latency (measured requests).
+    pub fn response_headers(&mut self, end_of_stream: bool) {
         self.responded = true;
-        let status = host::header(RESP, ":status")
+        let status = host::header(Map::ResponseHeaders, ":status")
             .and_then(|s| std::str::from_utf8(&s).ok()?.parse::<u16>().ok())
             .unwrap_or(0);
-        let latency_us = host::now_ns().saturating_sub(self.start_ns) / 1000;
         let shared = self.shared.clone();
-        shared.metrics.latency(self.variant, latency_us);
+        let latency_us = self
+            .start_ns
+            .map(|start| host::now_ns().saturating_sub(start) / 1000);
+        if let Some(latency_us) = latency_us {
+            shared.metrics.latency(self.variant, latency_us);
+            if !shared.config.custom_metrics.is_empty()
+                && let Some(h) = host::header(Map::ResponseHeaders, "server-timing")
+            {
+                let durations = durations_us(&h, &shared.config.custom_metrics);
+                shared.metrics.custom(self.variant, &durations);
+            }
+        }
         if status >= 500 {
             let upstream =
                 host::property(&["response", "code_details"]).is_some_and(|d| d == b"via_upstream");
@@ -268,15 +299,9 @@ impl HttpContext for Http {
                 st.tally.add(Counter::RqReset(self.variant));
             }
         }
-        if !shared.config.custom_metrics.is_empty()
-            && let Some(h) = host::header(RESP, "server-timing")
-        {
-            let durations = durations_us(&h, &shared.config.custom_metrics);
-            shared.metrics.custom(self.variant, &durations);
-        }
         if let Some(copy) = self.copy.as_mut() {
             copy.status = Some(status);
-            copy.latency_us = latency_us;
+            copy.latency_us = latency_us.unwrap_or_default();
             let limit = shared
                 .config
                 .mirror
@@ -290,24 +315,24 @@ impl HttpContext for Http {
                 self.report_primary(answer);
             }
         }
-        Action::Continue
     }
 
-    fn on_http_response_body(&mut self, size: usize, end_of_stream: bool) -> Action {
+    /// A chunk of the response body: digested while a copy compares bodies.
+    pub fn response_body(&mut self, size: usize, end_of_stream: bool) {
         let Some(copy) = self.copy.as_mut() else {
-            return Action::Continue;
+            return;
         };
         if copy.reported {
-            return Action::Continue;
+            return;
         }
         let Some(digest) = copy.digest.as_mut() else {
-            return Action::Continue;
+            return;
         };
         let want = usize::try_from(digest.wants())
             .unwrap_or(usize::MAX)
             .min(size);
         if want > 0
-            && let Some(chunk) = host::buffer(BufferType::HttpResponseBody, want)
+            && let Some(chunk) = host::buffer(Buffer::ResponseBody, want)
         {
             digest.feed(&chunk);
         }
@@ -315,10 +340,10 @@ impl HttpContext for Http {
             let answer = self.primary_answer();
             self.report_primary(answer);
         }
-        Action::Continue
     }
 
-    fn on_log(&mut self) {
+    /// The end of the request (its context is deleted): count it, settle its copy.
+    pub fn finish(mut self) {
         {
             let mut st = self.shared.state.borrow_mut();
             st.tally.add(Counter::RqTotal(self.variant));

@@ -1,11 +1,9 @@
-//! The filter's metrics in Envoy: ids looked up once per config, each name defined once per VM
-//! (`define_metric` aborts the VM on failure, so it is never called twice for one name).
+//! The filter's metrics in Envoy: ids looked up once per config, each name defined once per VM.
 
+use super::host::{self, MetricKind};
 use crate::config::FilterConfig;
 use crate::names::{Scope, Variant, custom_stat, metric_name};
 use crate::tally::{COUNTERS, Counter, Tally};
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::MetricType;
 use std::cell::RefCell;
 use std::collections::HashMap;
 
@@ -14,13 +12,15 @@ thread_local! {
     static DEFINED: RefCell<HashMap<String, u32>> = RefCell::new(HashMap::new());
 }
 
-fn define(kind: MetricType, name: String) -> u32 {
+/// A metric's id; `u32::MAX` (an id no host hands out, so updates to it fail soft) if the host
+/// refused the name.
+fn define(kind: MetricKind, name: String) -> u32 {
     DEFINED.with(|d| {
         let mut d = d.borrow_mut();
         if let Some(id) = d.get(&name) {
             return *id;
         }
-        let id = hostcalls::define_metric(kind, &name).unwrap_or(u32::MAX);
+        let id = host::define_metric(kind, &name).unwrap_or(u32::MAX);
         d.insert(name, id);
         id
     })
@@ -47,11 +47,11 @@ impl Metrics {
         let service = config.service.as_str();
         let counters = Counter::ALL.map(|c| {
             let (scope, stat) = c.stat();
-            define(MetricType::Counter, metric_name(service, scope, stat))
+            define(MetricKind::Counter, metric_name(service, scope, stat))
         });
         let latency = Variant::ALL.map(|v| {
             define(
-                MetricType::Histogram,
+                MetricKind::Histogram,
                 metric_name(service, Scope::Variant(v), "rq_time_us"),
             )
         });
@@ -62,7 +62,7 @@ impl Metrics {
                 .map(|m| {
                     let stat = custom_stat(m.as_str());
                     define(
-                        MetricType::Histogram,
+                        MetricKind::Histogram,
                         metric_name(service, Scope::Variant(v), &stat),
                     )
                 })
@@ -77,14 +77,14 @@ impl Metrics {
 
     /// Records a latency of `variant`.
     pub fn latency(&self, variant: Variant, us: u64) {
-        let _ = hostcalls::record_metric(self.latency[slot(variant)], us);
+        host::record_metric(self.latency[slot(variant)], us);
     }
 
     /// Records custom durations of `variant`, aligned with `custom_metrics`.
     pub fn custom(&self, variant: Variant, durations_us: &[Option<u64>]) {
         for (id, us) in self.custom[slot(variant)].iter().zip(durations_us) {
             if let Some(us) = us {
-                let _ = hostcalls::record_metric(*id, *us);
+                host::record_metric(*id, *us);
             }
         }
     }
@@ -96,7 +96,7 @@ impl Metrics {
         }
         for (counter, n) in tally.drain() {
             let delta = i64::try_from(n).unwrap_or(i64::MAX);
-            let _ = hostcalls::increment_metric(self.counters[counter.index()], delta);
+            host::increment_metric(self.counters[counter.index()], delta);
         }
     }
 }

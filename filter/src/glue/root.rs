@@ -3,23 +3,19 @@
 //! dispatches mirror copies: a callout belongs to the context that made it, and the root
 //! outlives the request, so the shadow's answer is never dropped.
 
-use super::host;
-use super::http::{Http, Passthrough};
+use super::host::{self, Buffer, Map};
 use super::metrics::Metrics;
 use crate::config::{FilterConfig, Mode};
-use crate::decide::{Decider, Rng};
+use crate::decide::{Decider, Rng, Threshold};
 use crate::ids::IdGen;
 use crate::mirror::{Answer, BodyDigest, Book, Resolution};
 use crate::names::Variant;
+use crate::pairs;
 use crate::tally::{Counter, Tally};
 use crate::timing::durations_us;
-use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{BufferType, ContextType, MapType};
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
-use std::time::Duration;
 
 /// How often counters are published to Envoy, in milliseconds.
 pub const PUBLISH_TICK_MS: u64 = 1000;
@@ -36,6 +32,8 @@ pub struct Shared {
     pub config: FilterConfig,
     /// The compiled decision.
     pub decider: Decider,
+    /// Which primary requests have their latency measured (chosen ones always do).
+    pub primary_latency: Threshold,
     /// Metric ids.
     pub metrics: Metrics,
     /// The mutable part.
@@ -118,7 +116,7 @@ impl Root {
         }
     }
 
-    fn configure(&self, bytes: &[u8]) -> Result<Shared, String> {
+    fn parse_config(&self, bytes: &[u8]) -> Result<Shared, String> {
         let config = FilterConfig::parse(bytes).map_err(|e| e.to_string())?;
         let seed = host::random_seed(self.context_id);
         let mut rng_seed = [0u8; 8];
@@ -144,6 +142,7 @@ impl Root {
         };
         Ok(Shared {
             decider: Decider::new(&config),
+            primary_latency: Threshold::from_percent(config.primary_latency_percent()),
             metrics: Metrics::new(&config),
             config,
             state: RefCell::new(state),
@@ -155,35 +154,25 @@ impl Root {
         let Some(m) = &shared.config.mirror else {
             return;
         };
-        let timeout = Duration::from_millis(m.timeout_ms.get());
         loop {
             let job = match shared.state.borrow_mut().mirror.as_mut() {
                 Some(ms) => ms.queue.pop_front(),
                 None => None,
             };
             let Some(job) = job else { break };
-            let headers: Vec<(String, String)> = job
-                .headers
-                .into_iter()
-                .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
-                .collect();
-            let refs: Vec<(&str, &str)> = headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            let body = (!job.body.is_empty()).then_some(job.body.as_slice());
+            let headers = pairs::encode(&job.headers);
             let sent_ns = host::now_ns();
             let result =
-                hostcalls::dispatch_http_call(m.cluster.as_str(), refs, body, vec![], timeout);
+                host::http_call(m.cluster.as_str(), &headers, &job.body, m.timeout_ms.get());
             let mut st = shared.state.borrow_mut();
             let st = &mut *st;
             let Some(ms) = st.mirror.as_mut() else { break };
             match result {
-                Ok(token) => {
+                Some(token) => {
                     ms.calls.insert(token, (job.key, sent_ns));
                     st.tally.add(Counter::MirrorSent);
                 }
-                Err(_) => {
+                None => {
                     st.tally.add(Counter::MirrorFailed);
                     let r = ms.book.shadow(job.key, None);
                     tally_resolution(&mut st.tally, r);
@@ -207,20 +196,19 @@ impl Root {
         let status = if num_headers == 0 {
             None
         } else {
-            host::header(MapType::HttpCallResponseHeaders, ":status")
+            host::header(Map::CallResponseHeaders, ":status")
                 .and_then(|s| std::str::from_utf8(&s).ok()?.parse::<u16>().ok())
         };
         // Envoy answers a failed callout (connection refused, reset, timeout) with its own 5xx;
         // only an answer that went through the upstream carries x-envoy-upstream-service-time.
         let status = status.filter(|s| {
-            *s < 500
-                || host::header(MapType::HttpCallResponseHeaders, UPSTREAM_TIME_HEADER).is_some()
+            *s < 500 || host::header(Map::CallResponseHeaders, UPSTREAM_TIME_HEADER).is_some()
         });
         let report = status.map(|status| {
             let latency_us = host::now_ns().saturating_sub(sent_ns) / 1000;
             shared.metrics.latency(Variant::Shadow, latency_us);
             if !shared.config.custom_metrics.is_empty()
-                && let Some(h) = host::header(MapType::HttpCallResponseHeaders, "server-timing")
+                && let Some(h) = host::header(Map::CallResponseHeaders, "server-timing")
             {
                 shared.metrics.custom(
                     Variant::Shadow,
@@ -231,7 +219,7 @@ impl Root {
             let digest = (limit > 0).then(|| {
                 let mut d = BodyDigest::new(limit);
                 let want = usize::try_from(limit).unwrap_or(usize::MAX).min(body_size);
-                if let Some(body) = host::buffer(BufferType::HttpCallResponseBody, want) {
+                if let Some(body) = host::buffer(Buffer::CallResponseBody, want) {
                     d.feed(&body);
                 }
                 d.value()
@@ -260,34 +248,31 @@ impl Root {
     }
 }
 
-impl Context for Root {
-    fn on_http_call_response(
-        &mut self,
-        token: u32,
-        num_headers: usize,
-        body_size: usize,
-        _: usize,
-    ) {
+impl Root {
+    /// The state its request contexts share, once it has a valid config.
+    pub fn shared(&self) -> Option<Rc<Shared>> {
+        self.shared.clone()
+    }
+
+    /// A callout's answer.
+    pub fn call_answered(&mut self, token: u32, num_headers: usize, body_size: usize) {
         if let Some(shared) = self.shared.clone() {
             self.shadow_answered(&shared, token, num_headers, body_size);
         }
     }
 
-    fn on_done(&mut self) -> bool {
+    /// The end of the root (its plugin was removed or the VM stops): publish what is left.
+    pub fn finish(self) {
         if let Some(shared) = &self.shared {
             shared.metrics.publish(&mut shared.state.borrow_mut().tally);
         }
-        true
     }
-}
 
-impl RootContext for Root {
-    fn on_configure(&mut self, size: usize) -> bool {
-        let bytes = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, size)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        match self.configure(&bytes) {
+    /// Reads and applies the plugin configuration (`size` bytes): whether it is valid. An
+    /// invalid one leaves the root without a config, so its requests pass untouched.
+    pub fn configure(&mut self, size: usize) -> bool {
+        let bytes = host::buffer(Buffer::PluginConfiguration, size).unwrap_or_default();
+        match self.parse_config(&bytes) {
             Ok(shared) => {
                 if let Some(old) = self.shared.take() {
                     old.metrics.publish(&mut old.state.borrow_mut().tally);
@@ -303,7 +288,8 @@ impl RootContext for Root {
         }
     }
 
-    fn on_tick(&mut self) {
+    /// The tick: dispatch waiting copies, expire stale comparisons, publish counters.
+    pub fn tick(&mut self) {
         let Some(shared) = self.shared.clone() else {
             return;
         };
@@ -327,16 +313,5 @@ impl RootContext for Root {
             ms.book.expire(host::now_ns(), max_age);
         }
         shared.metrics.publish(&mut st.tally);
-    }
-
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(match &self.shared {
-            Some(shared) => Box::new(Http::new(shared.clone())),
-            None => Box::new(Passthrough),
-        })
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
     }
 }
