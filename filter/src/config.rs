@@ -54,10 +54,10 @@ pub enum Mode {
     Off,
 }
 
-/// Without `primary_latency_percent`, the primary's latency is sampled at this many times the
-/// shadow's share (at least 1 %): enough that the comparison's uncertainty comes almost all from
-/// the shadow.
-pub const PRIMARY_LATENCY_FACTOR: f64 = 10.0;
+/// Without `primary_sample_percent`, the primary is measured on this many times the shadow's
+/// share (at least 1 %): enough that the comparison's uncertainty comes almost all from the
+/// shadow.
+pub const PRIMARY_SAMPLE_FACTOR: f64 = 10.0;
 
 /// The filter's whole configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -87,11 +87,11 @@ pub struct FilterConfig {
     /// Mirror settings; required when `mode` is `mirror`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror: Option<MirrorConfig>,
-    /// Share of unchosen (primary) requests whose latency is measured, in percent; absent: ten
-    /// times `percent`, at least 1 and at most 100. Chosen requests are always measured; every request is
-    /// counted.
+    /// Share of unchosen (primary) requests measured, in percent: their status, latency and
+    /// custom metrics are what the primary's stats count. Absent: ten times `percent`, at least
+    /// 1 and at most 100. Chosen requests are always measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub primary_latency_percent: Option<Percent>,
+    pub primary_sample_percent: Option<Percent>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -119,27 +119,27 @@ impl FilterConfig {
             custom_metrics: Vec::new(),
             trusted_control: false,
             mirror: None,
-            primary_latency_percent: None,
+            primary_sample_percent: None,
         }
     }
 
-    /// The share of primary requests whose latency is measured, in percent (see the field).
+    /// The share of primary requests measured, in percent (see the field).
     ///
     /// ```
     /// use doppel_filter::config::{FilterConfig, Mode, Percent, ServiceName};
     /// let mut c = FilterConfig::new(ServiceName::new("cart").unwrap(), Mode::Split, Percent::new(1.0).unwrap());
-    /// assert_eq!(c.primary_latency_percent(), 10.0);
+    /// assert_eq!(c.primary_sample_percent(), 10.0);
     /// c.percent = Percent::new(20.0).unwrap();
-    /// assert_eq!(c.primary_latency_percent(), 100.0);
+    /// assert_eq!(c.primary_sample_percent(), 100.0);
     /// c.percent = Percent::new(0.0).unwrap();
-    /// assert_eq!(c.primary_latency_percent(), 1.0);
-    /// c.primary_latency_percent = Some(Percent::new(2.5).unwrap());
-    /// assert_eq!(c.primary_latency_percent(), 2.5);
+    /// assert_eq!(c.primary_sample_percent(), 1.0);
+    /// c.primary_sample_percent = Some(Percent::new(2.5).unwrap());
+    /// assert_eq!(c.primary_sample_percent(), 2.5);
     /// ```
-    pub fn primary_latency_percent(&self) -> f64 {
-        match self.primary_latency_percent {
+    pub fn primary_sample_percent(&self) -> f64 {
+        match self.primary_sample_percent {
             Some(p) => p.get(),
-            None => (self.percent.get() * PRIMARY_LATENCY_FACTOR).clamp(1.0, 100.0),
+            None => (self.percent.get() * PRIMARY_SAMPLE_FACTOR).clamp(1.0, 100.0),
         }
     }
 

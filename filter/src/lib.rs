@@ -19,10 +19,10 @@
 //!   over the above (no SDK: each call between Envoy and the VM is the filter's main cost).
 //!
 //! Deliberate shortcuts, for speed: counters are published on the root context's tick rather
-//! than per request (Envoy's counters lag by at most a second); the primary's latency is
-//! measured on a sample of its requests (`primary_latency_percent`, by default ten times the
-//! shadow's share), the shadow's on all of them; mirror copies are dispatched from the root
-//! context on a 1 ms tick, so their answers outlive the request that made them.
+//! than per request (Envoy's counters lag by at most a second); the primary is measured on a
+//! random sample of its requests (`primary_sample_percent`, by default ten times the shadow's
+//! share), the shadow on all of them; mirror copies are dispatched from the root context on a
+//! 1 ms tick, so their answers outlive the request that made them.
 //!
 //! The proxy-wasm glue is compiled only for `wasm32`; everything else is plain Rust that
 //! unit-tests natively, and the engine depends on this crate for the config it pushes.

@@ -10,11 +10,11 @@
 //!
 //! | scope   | stat                 | kind      | meaning |
 //! |---------|----------------------|-----------|---------|
-//! | variant | `rq_total`           | counter   | requests that variant answered (in mirror mode: the shadow's copies) |
-//! | variant | `rq_5xx`             | counter   | answers with a 5xx status |
-//! | variant | `rq_reset`           | counter   | local resets and timeouts: no upstream answer at all |
-//! | variant | `rq_time_us`         | histogram | latency from request headers to response headers, microseconds |
-//! | variant | `custom.<name>_us`   | histogram | `Server-Timing: <name>;dur=<ms>` of the answer, microseconds |
+//! | variant | `rq_total`           | counter   | requests of that variant measured: all of the shadow's (in mirror mode: its copies), a random sample of the primary's (`primary_sample_percent`) |
+//! | variant | `rq_5xx`             | counter   | measured requests answered with a 5xx status |
+//! | variant | `rq_reset`           | counter   | measured requests with local resets and timeouts: no upstream answer at all |
+//! | variant | `rq_time_us`         | histogram | latency of measured requests, from request headers to response headers, microseconds |
+//! | variant | `custom.<name>_us`   | histogram | `Server-Timing: <name>;dur=<ms>` of measured answers, microseconds |
 //! | mirror  | `sent`               | counter   | copies dispatched to the shadow |
 //! | mirror  | `skipped_method`     | counter   | chosen requests not copied: method not allowed |
 //! | mirror  | `skipped_body`       | counter   | chosen requests not copied: body unbounded or too large |

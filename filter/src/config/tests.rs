@@ -91,7 +91,7 @@ fn errors_name_the_field_and_why() {
         ),
         (
             base(r#","colour":"red""#),
-            "colour: unknown field `colour`, expected one of `service`, `mode`, `percent`, `match`, `sticky`, `headers`, `custom_metrics`, `trusted_control`, `mirror`, `primary_latency_percent`",
+            "colour: unknown field `colour`, expected one of `service`, `mode`, `percent`, `match`, `sticky`, `headers`, `custom_metrics`, `trusted_control`, `mirror`, `primary_sample_percent`",
         ),
         (
             base(r#","match":[{"header":"x-a","equals":"1","prefix":"2"}]"#),
@@ -236,7 +236,7 @@ fn arb_config() -> impl Strategy<Value = FilterConfig> {
                         .collect(),
                     trusted_control: trusted,
                     mirror: (mode == Mode::Mirror).then_some(mirror),
-                    primary_latency_percent: latency.map(|p| Percent::new(p).unwrap()),
+                    primary_sample_percent: latency.map(|p| Percent::new(p).unwrap()),
                 }
             },
         )

@@ -1,12 +1,13 @@
 //! One context per request: strip the control headers, decide, tag the chosen request (split)
 //! or prepare its copy (mirror), measure the answer, and count.
 //!
-//! Host calls are what a request costs, so each is made only when needed. An unchosen request
-//! costs two: all request headers in one call (the control headers to strip and whatever the
-//! decision reads come out of the same copy), and the response status. The clock is read and a
-//! latency recorded only for measured requests: every chosen one, and a sample of the primary's
-//! (`primary_latency_percent`); counts of every request are kept in VM memory and published on
-//! the root's tick.
+//! Host calls are what a request costs, so each is made only when needed. Every request costs
+//! one: all request headers in one call (the control headers to strip and whatever the decision
+//! reads come out of the same copy). Only measured requests (every chosen one, and a random
+//! sample of the others, `primary_sample_percent`) cost more: the clock twice, the response
+//! status, one latency recorded. Their counts are kept in VM memory and published on the root's
+//! tick. So the primary's stats are those of its sample, which estimates its error rate and
+//! latency without bias; the shadow's cover all of its requests.
 
 use super::host::{self, Buffer, Map};
 use super::root::{Job, Shared, tally_resolution};
@@ -40,7 +41,7 @@ struct Copy {
 pub struct Http {
     shared: Rc<Shared>,
     variant: Variant,
-    /// When the request's headers arrived, if its latency is measured.
+    /// When the request's headers arrived, if it is measured.
     start_ns: Option<u64>,
     responded: bool,
     copy: Option<Copy>,
@@ -232,7 +233,7 @@ impl Http {
         };
         if !chosen {
             let draw = shared.state.borrow_mut().rng.next_u64();
-            if shared.primary_latency.chooses(draw) {
+            if shared.primary_sample.chooses(draw) {
                 self.start_ns = Some(host::now_ns());
             }
             return;
@@ -271,24 +272,23 @@ impl Http {
         }
     }
 
-    /// The response's headers: status (every request), latency (measured requests).
+    /// The response's headers of a measured request: status and latency.
     pub fn response_headers(&mut self, end_of_stream: bool) {
         self.responded = true;
+        let Some(start_ns) = self.start_ns else {
+            return;
+        };
         let status = host::header(Map::ResponseHeaders, ":status")
             .and_then(|s| std::str::from_utf8(&s).ok()?.parse::<u16>().ok())
             .unwrap_or(0);
         let shared = self.shared.clone();
-        let latency_us = self
-            .start_ns
-            .map(|start| host::now_ns().saturating_sub(start) / 1000);
-        if let Some(latency_us) = latency_us {
-            shared.metrics.latency(self.variant, latency_us);
-            if !shared.config.custom_metrics.is_empty()
-                && let Some(h) = host::header(Map::ResponseHeaders, "server-timing")
-            {
-                let durations = durations_us(&h, &shared.config.custom_metrics);
-                shared.metrics.custom(self.variant, &durations);
-            }
+        let latency_us = host::now_ns().saturating_sub(start_ns) / 1000;
+        shared.metrics.latency(self.variant, latency_us);
+        if !shared.config.custom_metrics.is_empty()
+            && let Some(h) = host::header(Map::ResponseHeaders, "server-timing")
+        {
+            let durations = durations_us(&h, &shared.config.custom_metrics);
+            shared.metrics.custom(self.variant, &durations);
         }
         if status >= 500 {
             let upstream =
@@ -301,7 +301,7 @@ impl Http {
         }
         if let Some(copy) = self.copy.as_mut() {
             copy.status = Some(status);
-            copy.latency_us = latency_us.unwrap_or_default();
+            copy.latency_us = latency_us;
             let limit = shared
                 .config
                 .mirror
@@ -342,8 +342,11 @@ impl Http {
         }
     }
 
-    /// The end of the request (its context is deleted): count it, settle its copy.
+    /// The end of the request (its context is deleted): count it if measured, settle its copy.
     pub fn finish(mut self) {
+        if self.start_ns.is_none() {
+            return;
+        }
         {
             let mut st = self.shared.state.borrow_mut();
             st.tally.add(Counter::RqTotal(self.variant));

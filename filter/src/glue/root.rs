@@ -32,8 +32,8 @@ pub struct Shared {
     pub config: FilterConfig,
     /// The compiled decision.
     pub decider: Decider,
-    /// Which primary requests have their latency measured (chosen ones always do).
-    pub primary_latency: Threshold,
+    /// Which unchosen (primary) requests are measured; chosen ones always are.
+    pub primary_sample: Threshold,
     /// Metric ids.
     pub metrics: Metrics,
     /// The mutable part.
@@ -142,7 +142,7 @@ impl Root {
         };
         Ok(Shared {
             decider: Decider::new(&config),
-            primary_latency: Threshold::from_percent(config.primary_latency_percent()),
+            primary_sample: Threshold::from_percent(config.primary_sample_percent()),
             metrics: Metrics::new(&config),
             config,
             state: RefCell::new(state),

@@ -14,10 +14,11 @@ use doppel_tests::host::{Finished, HeaderMap, Host};
 
 const MS: Duration = Duration::from_millis(1);
 
-/// A split config for `cart` at `percent`, keyed by `sticky`, recording `Server-Timing: db`.
+/// A split config for `cart` at `percent`, keyed by `sticky`, recording `Server-Timing: db`,
+/// measuring every primary request.
 fn split(percent: f64, sticky: &str) -> String {
     format!(
-        r#"{{"service":"cart","mode":"split","percent":{percent},"sticky":{sticky},"match":[{{"header":"x-geo","prefix":"d"}}],"custom_metrics":["db","cache"]}}"#
+        r#"{{"service":"cart","mode":"split","percent":{percent},"sticky":{sticky},"match":[{{"header":"x-geo","prefix":"d"}}],"custom_metrics":["db","cache"],"primary_sample_percent":100}}"#
     )
 }
 

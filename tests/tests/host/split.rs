@@ -67,9 +67,20 @@ fn assert_share(percent: f64) -> anyhow::Result<()> {
         host.counter("doppel.cart.shadow.rq_total"),
         Some(shadow as i64)
     );
+    // The primary is measured on a random sample: ten times the shadow's share by default.
+    let sample = (10.0 * percent).clamp(1.0, 100.0) / 100.0;
+    let measured = host.counter("doppel.cart.primary.rq_total").unwrap_or(0);
+    let (ok, expected, allowed) = within_binomial(n - shadow, sample, measured as u64, 4.0);
+    assert!(
+        ok,
+        "{percent}%: {measured} primary requests measured, expected {expected} ± {allowed:.1}"
+    );
+    let latencies = host
+        .histogram("doppel.cart.primary.rq_time_us")
+        .map_or(0, |h| h.len());
     assert_eq!(
-        host.counter("doppel.cart.primary.rq_total"),
-        Some((n - shadow) as i64)
+        latencies as i64, measured,
+        "one latency per measured request"
     );
     Ok(())
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use doppel_tests::host::support::get;
+use doppel_tests::host::support::{get, within_binomial};
 use doppel_tests::host::{Host, MetricKind};
 
 /// What one variant should show.
@@ -163,12 +163,75 @@ fn host_stats_match_the_requests_driven_per_variant() -> anyhow::Result<()> {
 #[test]
 fn host_stats_are_published_when_the_vm_stops() -> anyhow::Result<()> {
     let mut host = Host::load_filter()?;
-    assert!(host.configure(r#"{"service":"cart","mode":"off","percent":0}"#)?);
+    assert!(host.configure(
+        r#"{"service":"cart","mode":"off","percent":0,"primary_sample_percent":100}"#
+    )?);
     for _ in 0..10 {
         host.request(&get("/", &[]))?.respond(200, &[])?.finish()?;
     }
     assert!(host.shutdown()?);
     assert_eq!(host.counter("doppel.cart.primary.rq_total"), Some(10));
     assert_eq!(host.counter("doppel.cart.shadow.rq_total"), Some(0));
+    Ok(())
+}
+
+/// The primary is measured on a random sample (`primary_sample_percent`), the shadow on every
+/// request: the sample's error rate estimates the primary's, and an unmeasured request leaves no
+/// trace in any stat.
+#[test]
+fn host_stats_measure_a_sample_of_the_primary_and_all_of_the_shadow() -> anyhow::Result<()> {
+    let mut host = Host::load_filter()?;
+    let config = r#"{"service":"cart","mode":"split","percent":5,"primary_sample_percent":20}"#;
+    assert!(host.configure(config)?, "{:?}", host.logs());
+    let n = 20_000u64;
+    let (mut primary, mut shadow, mut shadow_errors) = (0u64, 0u64, 0i64);
+    for i in 0..n {
+        let exchange = host.request(&get("/cart", &[]))?;
+        let is_shadow = exchange
+            .forwarded()
+            .and_then(|h| h.get_str("x-doppel-variant"))
+            .is_some_and(|v| v == "shadow");
+        // Every fourth request fails, whichever variant it went to.
+        let status = if i % 4 == 0 { 503 } else { 200 };
+        exchange.respond(status, &[])?.finish()?;
+        if is_shadow {
+            shadow += 1;
+            shadow_errors += i64::from(status == 503);
+        } else {
+            primary += 1;
+        }
+    }
+    host.advance(Duration::from_secs(2))?;
+    let counter = |name: &str| host.counter(&format!("doppel.cart.{name}")).unwrap_or(0);
+    let latencies = |name: &str| {
+        host.histogram(&format!("doppel.cart.{name}.rq_time_us"))
+            .map_or(0, |h| h.len()) as i64
+    };
+
+    assert_eq!(
+        counter("shadow.rq_total"),
+        shadow as i64,
+        "the shadow is measured in full"
+    );
+    assert_eq!(counter("shadow.rq_5xx"), shadow_errors);
+    assert_eq!(latencies("shadow"), shadow as i64);
+
+    let measured = counter("primary.rq_total");
+    let (ok, expected, allowed) = within_binomial(primary, 0.2, measured as u64, 4.0);
+    assert!(
+        ok,
+        "{measured} of {primary} primary requests measured, expected {expected} ± {allowed:.0}"
+    );
+    assert_eq!(
+        latencies("primary"),
+        measured,
+        "one latency per measured request"
+    );
+    let errors = counter("primary.rq_5xx");
+    let (ok, expected, allowed) = within_binomial(measured as u64, 0.25, errors as u64, 4.0);
+    assert!(
+        ok,
+        "{errors} errors among {measured} measured, expected {expected} ± {allowed:.0}"
+    );
     Ok(())
 }
