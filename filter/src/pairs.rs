@@ -1,7 +1,7 @@
 //! The proxy-wasm ABI's serialized header maps: a little-endian `u32` count, then a `u32` name
 //! length and a `u32` value length per pair, then each name and each value followed by a NUL.
 //! The filter reads a request's headers in one host call in this form and sends mirror copies in
-//! it. Decoding borrows from the buffer and refuses anything malformed rather than guessing.
+//! it. Reading borrows from the buffer and refuses anything malformed rather than guessing.
 
 /// Encodes `pairs` as the host expects them (for example the headers of a callout).
 ///
@@ -34,27 +34,86 @@ fn len_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-/// The pairs in `bytes`, borrowed; `None` if the buffer is not a well-formed map (a length that
-/// runs past the end, a missing NUL, or bytes left over). An empty buffer is an empty map.
+/// A serialized map, checked once, read in place: lookups and iteration walk the buffer and
+/// never allocate (a request's headers are read this way on every request).
+#[derive(Clone, Copy, Debug)]
+pub struct Map<'b> {
+    bytes: &'b [u8],
+    count: usize,
+}
+
+impl<'b> Map<'b> {
+    /// The map in `bytes`; `None` if it is not well formed (a length that runs past the end, a
+    /// missing NUL, or bytes left over). An empty buffer is an empty map.
+    pub fn new(bytes: &'b [u8]) -> Option<Map<'b>> {
+        if bytes.is_empty() {
+            return Some(Map { bytes, count: 0 });
+        }
+        let count = usize::try_from(read_u32(bytes, 0)?).ok()?;
+        let sizes_end = count.checked_mul(8)?.checked_add(4)?;
+        if sizes_end > bytes.len() {
+            return None;
+        }
+        let mut at = sizes_end;
+        for i in 0..count {
+            for field in 0..2 {
+                let len = usize::try_from(read_u32(bytes, 4 + 8 * i + 4 * field)?).ok()?;
+                take(bytes, &mut at, len)?;
+            }
+        }
+        (at == bytes.len()).then_some(Map { bytes, count })
+    }
+
+    /// The pairs in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'b [u8], &'b [u8])> + use<'b> {
+        let bytes = self.bytes;
+        let mut at = 4 + 8 * self.count;
+        (0..self.count).map(move |i| {
+            // Checked by `new`: every length and NUL is where it should be.
+            let mut field = |f: usize| {
+                let len = read_u32(bytes, 4 + 8 * i + 4 * f).unwrap_or(0) as usize;
+                let value = bytes.get(at..at + len).unwrap_or_default();
+                at += len + 1;
+                value
+            };
+            let name = field(0);
+            (name, field(1))
+        })
+    }
+
+    /// The value of the first pair named `name` (names compare byte for byte: the host gives
+    /// them in lower case).
+    pub fn get(&self, name: &str) -> Option<&'b [u8]> {
+        self.iter()
+            .find(|(n, _)| *n == name.as_bytes())
+            .map(|(_, v)| v)
+    }
+
+    /// For each of `names`, the value of its first pair, into `found` (same length), in one
+    /// pass over the map.
+    ///
+    /// ```
+    /// use doppel_filter::pairs::{encode, Map};
+    /// let bytes = encode(&[("a", b"1".as_slice()), ("b", b"2"), ("a", b"3")]);
+    /// let mut found = [None; 3];
+    /// Map::new(&bytes).unwrap().lookup(&["a", "c", "b"], &mut found);
+    /// assert_eq!(found, [Some(b"1".as_slice()), None, Some(b"2".as_slice())]);
+    /// ```
+    pub fn lookup(&self, names: &[&str], found: &mut [Option<&'b [u8]>]) {
+        found.fill(None);
+        for (name, value) in self.iter() {
+            for (wanted, slot) in names.iter().zip(found.iter_mut()) {
+                if slot.is_none() && wanted.as_bytes() == name {
+                    *slot = Some(value);
+                }
+            }
+        }
+    }
+}
+
+/// The pairs in `bytes`, borrowed, in order; `None` if malformed (see [`Map::new`]).
 pub fn decode(bytes: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
-    if bytes.is_empty() {
-        return Some(Vec::new());
-    }
-    let count = usize::try_from(read_u32(bytes, 0)?).ok()?;
-    let sizes_end = count.checked_mul(8)?.checked_add(4)?;
-    if sizes_end > bytes.len() {
-        return None;
-    }
-    let mut pairs = Vec::with_capacity(count);
-    let mut at = sizes_end;
-    for i in 0..count {
-        let name_len = usize::try_from(read_u32(bytes, 4 + 8 * i)?).ok()?;
-        let value_len = usize::try_from(read_u32(bytes, 8 + 8 * i)?).ok()?;
-        let name = take(bytes, &mut at, name_len)?;
-        let value = take(bytes, &mut at, value_len)?;
-        pairs.push((name, value));
-    }
-    (at == bytes.len()).then_some(pairs)
+    Map::new(bytes).map(|m| m.iter().collect())
 }
 
 fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
@@ -71,15 +130,6 @@ fn take<'b>(bytes: &'b [u8], at: &mut usize, len: usize) -> Option<&'b [u8]> {
     }
     *at = end + 1;
     Some(field)
-}
-
-/// The value of the first pair named `name` (names compare byte for byte: the host gives them
-/// in lower case).
-pub fn find<'b>(pairs: &[(&'b [u8], &'b [u8])], name: &str) -> Option<&'b [u8]> {
-    pairs
-        .iter()
-        .find(|(n, _)| *n == name.as_bytes())
-        .map(|(_, v)| *v)
 }
 
 #[cfg(test)]
@@ -115,12 +165,13 @@ mod tests {
     }
 
     #[test]
-    fn find_returns_the_first_value_of_a_name() {
+    fn get_returns_the_first_value_of_a_name() {
         let bytes = encode(&[("x-a", b"1".as_slice()), ("x-b", b""), ("x-a", b"2")]);
-        let pairs = decode(&bytes).unwrap();
-        assert_eq!(find(&pairs, "x-a"), Some(b"1".as_slice()));
-        assert_eq!(find(&pairs, "x-b"), Some(b"".as_slice()));
-        assert_eq!(find(&pairs, "x-c"), None);
+        let map = Map::new(&bytes).unwrap();
+        assert_eq!(map.get("x-a"), Some(b"1".as_slice()));
+        assert_eq!(map.get("x-b"), Some(b"".as_slice()));
+        assert_eq!(map.get("x-c"), None);
+        assert_eq!(Map::new(&[]).unwrap().get("x-a"), None);
     }
 
     proptest! {
@@ -139,8 +190,11 @@ mod tests {
         }
 
         #[test]
-        fn decoding_any_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let _ = decode(&bytes);
+        fn reading_any_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            if let Some(map) = Map::new(&bytes) {
+                let _ = map.get("x");
+                let _ = map.iter().count();
+            }
         }
     }
 }

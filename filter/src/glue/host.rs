@@ -10,10 +10,10 @@ use std::ptr::null_mut;
 /// Which header map a call reads or writes (the ABI's `MapType`).
 #[derive(Clone, Copy)]
 #[repr(u32)]
-pub enum Map {
-    RequestHeaders = 0,
-    ResponseHeaders = 2,
-    CallResponseHeaders = 6,
+pub enum HeaderMap {
+    Request = 0,
+    Response = 2,
+    CallResponse = 6,
 }
 
 /// Which buffer a call reads (the ABI's `BufferType`).
@@ -135,19 +135,19 @@ pub fn now_ns() -> u64 {
 }
 
 /// A header's value, `None` when absent (or on any error).
-pub fn header(map: Map, name: &str) -> Option<Vec<u8>> {
+pub fn header(map: HeaderMap, name: &str) -> Option<Vec<u8>> {
     // SAFETY: pointers and lengths describe live buffers.
     fetch(|d, s| unsafe { proxy_get_header_map_value(map as u32, name.as_ptr(), name.len(), d, s) })
 }
 
 /// Every header of a map in one call, serialized as [`crate::pairs`] reads them.
-pub fn header_pairs(map: Map) -> Vec<u8> {
+pub fn header_pairs(map: HeaderMap) -> Vec<u8> {
     // SAFETY: pointers describe live out-parameters.
     fetch(|d, s| unsafe { proxy_get_header_map_pairs(map as u32, d, s) }).unwrap_or_default()
 }
 
 /// Sets (or, with `None`, removes) a header.
-pub fn set_header(map: Map, name: &str, value: Option<&[u8]>) {
+pub fn set_header(map: HeaderMap, name: &str, value: Option<&[u8]>) {
     // SAFETY: pointers and lengths describe live buffers.
     let _ = unsafe {
         match value {

@@ -9,17 +9,22 @@
 //! tick. So the primary's stats are those of its sample, which estimates its error rate and
 //! latency without bias; the shadow's cover all of its requests.
 
-use super::host::{self, Buffer, Map};
+use super::host::{self, Buffer, HeaderMap};
 use super::root::{Job, Shared, tally_resolution};
 use crate::config::Mode;
 use crate::mirror::{
     Answer, BodyDigest, Report, Safety, copy_headers, has_required_pseudo_headers, safety,
 };
 use crate::names::{SHADOW_VALUE, STATE_ID, STATE_VARIANT, Variant};
-use crate::pairs::{self, find};
+use crate::pairs::Map as Headers;
 use crate::tally::Counter;
 use crate::timing::durations_us;
 use std::rc::Rc;
+
+/// doppel's control headers: variant, id, mirror.
+const CONTROL: usize = 3;
+/// How many decision headers are looked up without allocating.
+const INLINE_VALUES: usize = 8;
 
 /// A copy of this request on its way to the shadow.
 struct Copy {
@@ -47,9 +52,6 @@ pub struct Http {
     copy: Option<Copy>,
 }
 
-/// A request's headers as the host serialized them, decoded on demand.
-type Pairs<'b> = [(&'b [u8], &'b [u8])];
-
 impl Http {
     /// A context for one request under `shared`'s config.
     pub fn new(shared: Rc<Shared>) -> Self {
@@ -62,37 +64,18 @@ impl Http {
         }
     }
 
-    /// Removes client-sent control headers; with a trusted source, honours its variant header.
-    fn strip_control_headers(&mut self, headers: Option<&Pairs>) -> bool {
-        let h = &self.shared.config.headers;
-        if self.shared.config.trusted_control {
-            let trusted = match headers {
-                Some(headers) => find(headers, h.variant.as_str()).map(<[u8]>::to_vec),
-                None => host::header(Map::RequestHeaders, h.variant.as_str()),
-            };
-            return trusted.as_deref() == Some(SHADOW_VALUE.as_bytes());
-        }
-        for name in [&h.variant, &h.id, &h.mirror] {
-            // Without a readable copy of the headers, remove blindly: never let one through.
-            if headers.is_none_or(|hs| find(hs, name.as_str()).is_some()) {
-                host::set_header(Map::RequestHeaders, name.as_str(), None);
-            }
-        }
-        false
-    }
-
     /// Split: route to the shadow by the variant header, tag with an id.
-    fn tag_shadow(&mut self, headers: &Pairs) {
+    fn tag_shadow(&mut self, headers: Option<Headers>) {
         let id = self.shared.state.borrow_mut().ids.next_id().hex();
         let h = &self.shared.config.headers;
         host::set_header(
-            Map::RequestHeaders,
+            HeaderMap::Request,
             h.variant.as_str(),
             Some(SHADOW_VALUE.as_bytes()),
         );
-        host::set_header(Map::RequestHeaders, h.id.as_str(), Some(id.as_bytes()));
-        if find(headers, "x-request-id").is_none() {
-            host::set_header(Map::RequestHeaders, "x-request-id", Some(id.as_bytes()));
+        host::set_header(HeaderMap::Request, h.id.as_str(), Some(id.as_bytes()));
+        if headers.is_none_or(|hs| hs.get("x-request-id").is_none()) {
+            host::set_header(HeaderMap::Request, "x-request-id", Some(id.as_bytes()));
         }
         host::set_filter_state(STATE_VARIANT, SHADOW_VALUE.as_bytes());
         host::set_filter_state(STATE_ID, id.as_bytes());
@@ -100,16 +83,16 @@ impl Http {
     }
 
     /// Mirror: check the request is safe to copy, open its comparison, prepare the copy.
-    fn start_copy(&mut self, headers: &Pairs, end_of_stream: bool) {
+    fn start_copy(&mut self, headers: Headers, end_of_stream: bool) {
         let shared = self.shared.clone();
         let Some(m) = &shared.config.mirror else {
             return;
         };
-        let method = find(headers, ":method").unwrap_or_default();
+        let method = headers.get(":method").unwrap_or_default();
         let length = if end_of_stream {
             None
         } else {
-            find(headers, "content-length")
+            headers.get("content-length")
         };
         let body_len = match safety(m, method, length, end_of_stream) {
             Safety::Copy { body_len } => body_len,
@@ -213,23 +196,72 @@ impl Http {
 impl Http {
     /// The request's headers: decide, and tag or copy a chosen request.
     pub fn request_headers(&mut self, end_of_stream: bool) {
-        let raw = host::header_pairs(Map::RequestHeaders);
-        let decoded = pairs::decode(&raw);
-        let headers = decoded.as_deref();
+        let raw = host::header_pairs(HeaderMap::Request);
+        let headers = Headers::new(&raw);
         let shared = self.shared.clone();
-        if self.strip_control_headers(headers) {
-            self.variant = Variant::Shadow;
-            self.start_ns = Some(host::now_ns());
-            return;
-        }
+        let config = &shared.config;
         let decider = &shared.decider;
+        let needed = decider.needed();
+
+        // One pass over the headers finds doppel's control headers and what the decision reads.
+        let h = &config.headers;
+        let inline = needed.len() <= INLINE_VALUES;
+        let mut names = [""; CONTROL + INLINE_VALUES];
+        names[..CONTROL].copy_from_slice(&[h.variant.as_str(), h.id.as_str(), h.mirror.as_str()]);
+        let mut count = CONTROL;
+        if inline {
+            for name in needed {
+                names[count] = name;
+                count += 1;
+            }
+        }
+        let mut found = [None; CONTROL + INLINE_VALUES];
+        if let Some(headers) = headers {
+            headers.lookup(&names[..count], &mut found[..count]);
+        }
+
+        if config.trusted_control {
+            let variant = match headers {
+                Some(_) => found[0].map(<[u8]>::to_vec),
+                None => host::header(HeaderMap::Request, h.variant.as_str()),
+            };
+            if variant.as_deref() == Some(SHADOW_VALUE.as_bytes()) {
+                self.variant = Variant::Shadow;
+                self.start_ns = Some(host::now_ns());
+                return;
+            }
+        } else {
+            for (name, value) in names[..CONTROL].iter().zip(&found[..CONTROL]) {
+                // Without a readable copy of the headers, remove blindly: never let one through.
+                if headers.is_none() || value.is_some() {
+                    host::set_header(HeaderMap::Request, name, None);
+                }
+            }
+            // A stripped header is gone for the decision too.
+            for i in CONTROL..count {
+                if names[..CONTROL].contains(&names[i]) {
+                    found[i] = None;
+                }
+            }
+        }
+
         let chosen = decider.can_choose() && {
-            let values: Vec<Option<&[u8]>> = decider
-                .needed()
-                .iter()
-                .map(|name| headers.and_then(|hs| find(hs, name)))
-                .collect();
-            decider.decide(&values, &mut shared.state.borrow_mut().rng) == Variant::Shadow
+            let rng = &mut shared.state.borrow_mut().rng;
+            let variant = if inline {
+                decider.decide(&found[CONTROL..count], rng)
+            } else {
+                let strip = !config.trusted_control;
+                let values: Vec<_> = needed
+                    .iter()
+                    .map(|name| match headers {
+                        Some(_) if strip && config.is_control_header(name) => None,
+                        Some(hs) => hs.get(name),
+                        None => None,
+                    })
+                    .collect();
+                decider.decide(&values, rng)
+            };
+            variant == Variant::Shadow
         };
         if !chosen {
             let draw = shared.state.borrow_mut().rng.next_u64();
@@ -239,11 +271,13 @@ impl Http {
             return;
         }
         self.start_ns = Some(host::now_ns());
-        let empty = [];
-        let headers = headers.unwrap_or(&empty);
         match shared.config.mode {
             Mode::Split => self.tag_shadow(headers),
-            Mode::Mirror => self.start_copy(headers, end_of_stream),
+            Mode::Mirror => match headers {
+                Some(headers) => self.start_copy(headers, end_of_stream),
+                // Envoy sent headers the filter cannot read: nothing to copy them from.
+                None => self.count(Counter::MirrorFailed),
+            },
             Mode::Off => {}
         }
     }
@@ -278,14 +312,14 @@ impl Http {
         let Some(start_ns) = self.start_ns else {
             return;
         };
-        let status = host::header(Map::ResponseHeaders, ":status")
+        let status = host::header(HeaderMap::Response, ":status")
             .and_then(|s| std::str::from_utf8(&s).ok()?.parse::<u16>().ok())
             .unwrap_or(0);
         let shared = self.shared.clone();
         let latency_us = host::now_ns().saturating_sub(start_ns) / 1000;
         shared.metrics.latency(self.variant, latency_us);
         if !shared.config.custom_metrics.is_empty()
-            && let Some(h) = host::header(Map::ResponseHeaders, "server-timing")
+            && let Some(h) = host::header(HeaderMap::Response, "server-timing")
         {
             let durations = durations_us(&h, &shared.config.custom_metrics);
             shared.metrics.custom(self.variant, &durations);

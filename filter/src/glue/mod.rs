@@ -63,19 +63,23 @@ thread_local! {
     static CONTEXTS: RefCell<Contexts> = RefCell::new(Contexts::default());
 }
 
-/// Runs `f` on the request context `id`, if there is one; `default` otherwise.
+/// Runs `f` on the request context `id`, if there is one; `default` otherwise. The registry
+/// stays borrowed while `f` runs: a request's host calls never re-enter a request callback (the
+/// host only calls back into `proxy_on_memory_allocate`), and if one ever did, it would find
+/// the registry busy and do nothing rather than abort.
 fn with_stream<R>(id: u32, default: R, f: impl FnOnce(&mut Http) -> R) -> R {
-    // Take the context out while it runs, so a host call that re-enters the VM (the host
-    // allocating memory) never finds the registry borrowed.
-    let Some(mut stream) = CONTEXTS.with(|c| c.borrow_mut().streams.remove(&id)) else {
-        return default;
-    };
-    let result = f(&mut stream);
-    CONTEXTS.with(|c| c.borrow_mut().streams.insert(id, stream));
-    result
+    CONTEXTS.with(|c| match c.try_borrow_mut() {
+        Ok(mut contexts) => match contexts.streams.get_mut(&id) {
+            Some(stream) => f(stream),
+            None => default,
+        },
+        Err(_) => default,
+    })
 }
 
-/// Runs `f` on the root context `id`, if there is one.
+/// Runs `f` on the root context `id`, if there is one. The root is taken out while `f` runs:
+/// its host calls may re-enter the VM (Envoy can answer a callout inside the call that makes
+/// it), and the nested callback must find the registry free.
 fn with_root<R>(id: u32, default: R, f: impl FnOnce(&mut Root) -> R) -> R {
     let Some(mut root) = CONTEXTS.with(|c| c.borrow_mut().roots.remove(&id)) else {
         return default;

@@ -3,7 +3,7 @@
 //! dispatches mirror copies: a callout belongs to the context that made it, and the root
 //! outlives the request, so the shadow's answer is never dropped.
 
-use super::host::{self, Buffer, Map};
+use super::host::{self, Buffer, HeaderMap};
 use super::metrics::Metrics;
 use crate::config::{FilterConfig, Mode};
 use crate::decide::{Decider, Rng, Threshold};
@@ -196,19 +196,19 @@ impl Root {
         let status = if num_headers == 0 {
             None
         } else {
-            host::header(Map::CallResponseHeaders, ":status")
+            host::header(HeaderMap::CallResponse, ":status")
                 .and_then(|s| std::str::from_utf8(&s).ok()?.parse::<u16>().ok())
         };
         // Envoy answers a failed callout (connection refused, reset, timeout) with its own 5xx;
         // only an answer that went through the upstream carries x-envoy-upstream-service-time.
         let status = status.filter(|s| {
-            *s < 500 || host::header(Map::CallResponseHeaders, UPSTREAM_TIME_HEADER).is_some()
+            *s < 500 || host::header(HeaderMap::CallResponse, UPSTREAM_TIME_HEADER).is_some()
         });
         let report = status.map(|status| {
             let latency_us = host::now_ns().saturating_sub(sent_ns) / 1000;
             shared.metrics.latency(Variant::Shadow, latency_us);
             if !shared.config.custom_metrics.is_empty()
-                && let Some(h) = host::header(Map::CallResponseHeaders, "server-timing")
+                && let Some(h) = host::header(HeaderMap::CallResponse, "server-timing")
             {
                 shared.metrics.custom(
                     Variant::Shadow,
