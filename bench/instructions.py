@@ -1,0 +1,325 @@
+#!/usr/bin/env python3
+"""The instruction benchmark behind scripts/bench-instructions: Envoy under valgrind's callgrind.
+
+Counts the machine instructions one Envoy worker executes per request, for each configuration of
+the load benchmark (bench/envoy/*.yaml) and for probe filters that each make one kind of call
+between Envoy and a Wasm VM (bench/probe-filter/). Instruction counts do not depend on what else
+the machine runs, so unlike requests per second they can be compared across runs on a shared
+machine; they are not time (a cache miss costs more than an add), so the load benchmark's
+figures stay the reference for time.
+
+Each run: Envoy starts under `valgrind --tool=callgrind --instr-atstart=no`, gets WARMUP requests,
+then counting is switched on for REQUESTS sequential keep-alive requests to /direct (answered by
+Envoy itself) with an `x-user-id` header, and off again. Instructions per request are the total
+divided by REQUESTS; everything Envoy does in that time counts (its main thread included).
+
+Run through scripts/bench-instructions, which sets ENVOY_BIN, DOPPEL_WASM, DOPPEL_BARE_WASM and
+DOPPEL_PROBE_DIR. Standard library only.
+"""
+import argparse
+import datetime
+import http.client
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import load  # noqa: E402 (bench/ is on sys.path when run as a script)
+
+SECTION = "## Instructions per request: Envoy under callgrind"
+# (label, template, doppel filter config or None, wasm: None | "doppel" | "bare"), on /direct
+CONFIGS = [
+    ("no filter", "none", None, None),
+    ("Lua (header, random, header)", "lua", None, None),
+    ("bare Rust Wasm, proxy-wasm SDK (header, header, histogram)", "bare", None, "bare"),
+    ("doppel split 1%, sticky header", "split", "split.json", "doppel"),
+    ("doppel mirror 1%", "mirror", "mirror.json", "doppel"),
+    ("doppel off", "split", "off.json", "doppel"),
+]
+# Every request mirrored, proxied to nginx: the cost of one mirrored request, doppel's and
+# Envoy's own. (label, template, doppel filter config or None); the 100% variants of the
+# templates are made in the run's directory.
+MIRRORED = [
+    ("proxied, no filter", "none", None),
+    ("proxied, native request_mirror_policies 100%", "native-mirror", None),
+    ("proxied, doppel mirror 100%", "mirror", "mirror.json"),
+]
+PROBES = [
+    ("probe: Wasm filter, no request callback", "none"),
+    ("probe: one callback into the VM", "callback"),
+    ("probe: + read the clock", "clock"),
+    ("probe: + read an absent header", "absent"),
+    ("probe: + read a present header", "present"),
+    ("probe: + read all headers in one call", "pairs"),
+]
+
+
+def say(message):
+    print(f"bench-instructions: {message}", file=sys.stderr, flush=True)
+
+
+def render(template, workdir, name, wasm, filter_config, ports, upstream=9):
+    args = [
+        f"admin_port={ports[0]}",
+        f"listen_port={ports[1]}",
+        f"primary_port={upstream}",
+        f"shadow_port={upstream}",
+    ]
+    if filter_config:
+        args += [f"wasm_path={wasm}", f"filter_config=@{filter_config}"]
+    elif wasm:
+        args += [f"wasm_path={wasm}"]
+    path = os.path.join(workdir, f"{name}.yaml")
+    with open(path, "w") as out:
+        subprocess.run(
+            [os.path.join(load.ROOT, "scripts", "render-envoy"), template, *args], stdout=out, check=True
+        )
+    return path
+
+
+def drive(port, n, path="/direct"):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        for i in range(n):
+            conn.request("GET", path, headers={"x-user-id": f"user-{i}"})
+            response = conn.getresponse()
+            response.read()
+            if response.status != 200:
+                raise RuntimeError(f"request {i} answered {response.status}")
+    finally:
+        conn.close()
+
+
+def totals(path):
+    with open(path) as f:
+        for line in f:
+            if line.startswith(("totals:", "summary:")):
+                return int(line.split()[1])
+    raise RuntimeError(f"no totals in {path}")
+
+
+def everything(workdir, template, filter_config):
+    """Copies of a template and a doppel config that mirror every request."""
+    with open(os.path.join(load.ROOT, "bench", "envoy", f"{template}.yaml")) as f:
+        text = f.read()
+    if template == "native-mirror":
+        text = text.replace("numerator: 1, denominator: HUNDRED", "numerator: 100, denominator: HUNDRED")
+    out = os.path.join(workdir, f"{template}.yaml")
+    with open(out, "w") as f:
+        f.write(text)
+    if filter_config:
+        with open(os.path.join(load.ROOT, "bench", "envoy", "filter", filter_config)) as f:
+            config = json.load(f)
+        config["percent"] = 100.0
+        filter_config = os.path.join(workdir, f"all-{filter_config}")
+        with open(filter_config, "w") as f:
+            json.dump(config, f)
+    return out, filter_config
+
+
+def measure(args, envoy_bin):
+    workdir = tempfile.mkdtemp(prefix="doppel-instructions-")
+    rows = []
+    wasm = {None: None, "doppel": os.environ["DOPPEL_WASM"], "bare": os.environ["DOPPEL_BARE_WASM"]}
+    filters = os.path.join(load.ROOT, "bench", "envoy", "filter")
+    upstream = load.Upstream("nginx", workdir)
+    try:
+        upstream.start()
+        # (label, template path, filter config path, wasm path, upstream port, path)
+        runs = []
+        for label, template, filter_config, kind in CONFIGS:
+            template = os.path.join(load.ROOT, "bench", "envoy", f"{template}.yaml")
+            runs.append((label, template, filter_config and os.path.join(filters, filter_config), wasm[kind], 9, "/direct"))
+        for label, probe in PROBES:
+            template = os.path.join(load.ROOT, "bench", "envoy", "bare.yaml")
+            probe_wasm = os.path.join(os.environ["DOPPEL_PROBE_DIR"], f"{probe}.wasm")
+            runs.append((label, template, None, probe_wasm, 9, "/direct"))
+        for label, template, filter_config in MIRRORED:
+            template, filter_config = everything(workdir, template, filter_config)
+            kind = "doppel" if filter_config else None
+            runs.append((label, template, filter_config, wasm[kind], upstream.port, "/"))
+        for i, (label, template, filter_config, wasm_path, upstream_port, path) in enumerate(runs):
+            name = f"run{i}"
+            ports = (load.free_port(), load.free_port())
+            config = render(template, workdir, name, wasm_path, filter_config, ports, upstream_port)
+            started = time.monotonic()
+            per_request = count(args, envoy_bin, config, workdir, name, ports, path)
+            rows.append((label, per_request))
+            say(f"{label:<60} {per_request:10,.0f} instructions/request ({time.monotonic() - started:.0f} s)")
+    finally:
+        upstream.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return rows
+
+
+def count(args, envoy_bin, config, workdir, name, ports, path):
+    """Instructions per request of Envoy with `config` (listening on `ports[1]`) for `path`."""
+    out = os.path.join(workdir, f"{name}.callgrind")
+    log_path = os.path.join(workdir, f"{name}.log")
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [
+                "valgrind", "--tool=callgrind", "--instr-atstart=no", "--smc-check=all-non-file",
+                f"--callgrind-out-file={out}",
+                envoy_bin, "-c", config, "--concurrency", "1", "--disable-hot-restart", "-l", "warn",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            url = f"http://127.0.0.1:{ports[1]}{path}"
+            load.wait_until(f"Envoy under callgrind ({name})", lambda: load.http_get(url, timeout=10)[0] == 200, timeout=300)
+            drive(ports[1], args.warmup, path)
+
+            def control(*a):
+                subprocess.run(["callgrind_control", *a, str(proc.pid)], capture_output=True, check=True)
+
+            control("-i", "on")
+            drive(ports[1], args.requests, path)
+            control("-i", "off")
+            control("-d")
+            dump = f"{out}.1"
+            load.wait_until("callgrind's dump", lambda: os.path.exists(dump) and totals_or_none(dump) is not None, timeout=60)
+            return totals(dump) / args.requests
+        except (RuntimeError, subprocess.CalledProcessError, OSError) as e:
+            log.flush()
+            with open(log_path) as f:
+                tail = f.read()[-2000:]
+            load.fail(f"{name} ({config}): {e}; its log ends:\n{tail}")
+        finally:
+            load.stop(proc)
+    return 0.0
+
+
+def totals_or_none(path):
+    try:
+        return totals(path)
+    except (RuntimeError, OSError, ValueError, IndexError):
+        return None
+
+
+def table(rows):
+    by_label = dict(rows)
+    base = by_label["no filter"]
+    lua = by_label["Lua (header, random, header)"] - base
+    bare = by_label["bare Rust Wasm, proxy-wasm SDK (header, header, histogram)"] - base
+    lines = [
+        "| on `/direct` (answered by Envoy) | instructions per request | over no filter | vs Lua | vs bare Rust Wasm |",
+        "|---|---|---|---|---|",
+    ]
+    mirrored = {label for label, _, _ in MIRRORED}
+    for label, per_request in rows:
+        if label in mirrored:
+            continue
+        over = per_request - base
+        if label == "no filter":
+            lines.append(f"| {label} | {per_request:,.0f} | — | — | — |")
+            continue
+        lines.append(f"| {label} | {per_request:,.0f} | {over:+,.0f} | {over / lua:.2f}x | {over / bare:.2f}x |")
+    proxied = by_label["proxied, no filter"]
+    native = by_label["proxied, native request_mirror_policies 100%"] - proxied
+    lines += [
+        "",
+        "| every request mirrored, proxied to nginx | instructions per request | a mirrored request's cost | vs native mirroring |",
+        "|---|---|---|---|",
+    ]
+    for label, _, _ in MIRRORED:
+        per_request = by_label[label]
+        if label == "proxied, no filter":
+            lines.append(f"| {label} | {per_request:,.0f} | — | — |")
+            continue
+        over = per_request - proxied
+        lines.append(f"| {label} | {per_request:,.0f} | {over:+,.0f} | {over / native:.2f}x |")
+    return "\n".join(lines)
+
+
+def section(args, rows, envoy_bin, command):
+    version = subprocess.run([envoy_bin, "--version"], capture_output=True, text=True).stdout
+    version = re.search(r"/(\d+\.\d+\.\d+)/", version)
+    valgrind = subprocess.run(["valgrind", "--version"], capture_output=True, text=True).stdout.strip()
+    return "\n".join([
+        SECTION,
+        "",
+        "```sh",
+        command,
+        "```",
+        "",
+        f"Run {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; "
+        f"Envoy {version.group(1) if version else '?'} (V8), {valgrind}; {args.requests:,} requests "
+        f"per configuration after {args.warmup} unmeasured ones.",
+        "",
+        table(rows),
+        "",
+        "How to read it:",
+        "",
+        "- Instructions Envoy executed per request (all its threads, the Wasm VM's generated code",
+        "  included), counted by callgrind while sequential keep-alive requests hit `/direct`",
+        "  (answered by Envoy itself) with an `x-user-id` header. Counts are exact and do not",
+        "  depend on other load on the machine; they are not time, so the load benchmark above",
+        "  stays the reference for time, but ratios of the two agree closely.",
+        "- **vs Lua** and **vs bare Rust Wasm** divide the cost over no filter by that filter's. The",
+        "  bare filter is built with the proxy-wasm Rust SDK (`bench/bare-filter/`); doppel speaks",
+        "  the ABI itself (`filter/src/glue/`).",
+        "- The probes (`bench/probe-filter/`) price the calls a filter cannot avoid: being a Wasm",
+        "  filter at all, one callback into the VM (Envoy calls each exported callback for every",
+        "  request: doppel exports five per request, the SDK seven), and reading from Envoy. A header",
+        "  value costs far more present than absent: Envoy calls back into the VM to allocate",
+        "  memory for it. Reading all headers in one call costs less than one present value. So an",
+        "  unchosen doppel request costs about the no-callback floor, five callbacks and one all-",
+        "  headers read; only the sampled primary requests and the chosen ones pay for the clock,",
+        "  the status and a histogram.",
+        "- **A mirrored request's cost**: every request mirrored (doppel at 100%, the native",
+        "  `request_mirror_policies` at 100%) on the proxied route, minus the same route without",
+        "  a filter. Both send one copy per request to the same nginx; doppel's also carries the",
+        "  filter's per-request calls, the copy's dispatch from the root context and the",
+        "  comparison of the two answers (status and latency), which native mirroring does not do.",
+    ]) + "\n"
+
+
+def write_section(text):
+    path = os.path.join(load.ROOT, "BENCHMARKS.md")
+    with open(path) as f:
+        doc = f.read()
+    start = doc.find(SECTION + "\n")
+    if start < 0:
+        doc = doc.rstrip("\n") + "\n\n" + text
+    else:
+        nxt = re.compile(r"^## ", re.M).search(doc, start + len(SECTION))
+        end = nxt.start() if nxt else len(doc)
+        doc = doc[:start] + text + ("\n" + doc[end:] if nxt else "")
+    with open(path, "w") as f:
+        f.write(doc)
+    say(f"wrote the section to {path}")
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(prog="scripts/bench-instructions", description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=2000, help="counted requests per configuration (default 2000)")
+    parser.add_argument("--warmup", type=int, default=300, help="requests before counting starts (default 300)")
+    parser.add_argument("--write", action="store_true", help=f"replace the '{SECTION[3:]}' section of BENCHMARKS.md")
+    args = parser.parse_args(argv[1:])
+    if args.requests < 1 or args.warmup < 0:
+        parser.error("--requests must be at least 1, --warmup at least 0")
+    envoy_bin = os.environ.get("ENVOY_BIN", "")
+    if not os.access(envoy_bin, os.X_OK):
+        load.fail(f"no Envoy at {envoy_bin!r}: run scripts/setup (or set ENVOY_BIN)")
+    for var in ("DOPPEL_WASM", "DOPPEL_BARE_WASM", "DOPPEL_PROBE_DIR"):
+        if not os.path.exists(os.environ.get(var, "")):
+            load.fail(f"{var} is not set or missing: run through scripts/bench-instructions")
+    if not shutil.which("valgrind"):
+        subprocess.run([os.path.join(load.ROOT, "scripts", "setup"), "valgrind"], check=True)
+    rows = measure(args, envoy_bin)
+    command = "scripts/bench-instructions " + " ".join(shlex.quote(a) for a in argv[1:])
+    text = section(args, rows, envoy_bin, command.strip())
+    sys.stdout.write(text)
+    if args.write:
+        write_section(text)
+
+
+if __name__ == "__main__":
+    main(sys.argv)
