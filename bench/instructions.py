@@ -70,10 +70,11 @@ def render(template, workdir, name, wasm, filter_config, ports, upstream=9):
         f"primary_port={upstream}",
         f"shadow_port={upstream}",
     ]
-    if filter_config:
-        args += [f"wasm_path={wasm}", f"filter_config=@{filter_config}"]
-    elif wasm:
-        args += [f"wasm_path={wasm}"]
+    if wasm:
+        # The bare and probe filters ignore their configuration (their template carries one
+        # for scripts/validate-envoy).
+        config = filter_config or os.path.join(load.ROOT, "bench", "envoy", "filter", "split.json")
+        args += [f"wasm_path={wasm}", f"filter_config=@{config}"]
     path = os.path.join(workdir, f"{name}.yaml")
     with open(path, "w") as out:
         subprocess.run(

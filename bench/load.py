@@ -160,7 +160,10 @@ class Envoy:
         if filter_config:
             args += [f"wasm_path={wasm}", f"filter_config=@{filter_config}"]
         elif name == "bare":
-            args += [f"wasm_path={wasm}"]
+            # The baseline filter ignores its configuration (the template carries one for
+            # scripts/validate-envoy).
+            split = os.path.join(ROOT, "bench", "envoy", "filter", "split.json")
+            args += [f"wasm_path={wasm}", f"filter_config=@{split}"]
         with open(self.config, "w") as out:
             subprocess.run([os.path.join(ROOT, "scripts", "render-envoy"), template, *args], stdout=out, check=True)
         self.admin_path = os.path.join(workdir, f"{name}.admin")
