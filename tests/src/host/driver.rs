@@ -6,14 +6,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use wasmtime::{Instance, Module, Store, TypedFunc, WasmParams, WasmResults};
+use wasmtime::{CallHook, Instance, Module, Store, TypedFunc, WasmParams, WasmResults};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 use super::abi::LogLevel;
 use super::headers::HeaderMap;
 use super::link;
-use super::state::{CallResponse, Callout, Clock, HostState, LogEntry, Metric, MetricKind, Routes};
+use super::state::{
+    CallResponse, Callout, Clock, Crossings, HostState, LogEntry, Metric, MetricKind, Routes,
+};
 
 /// Where the filter is built: `$DOPPEL_WASM`, else `<workspace>/target/wasm32-wasip1/wasm/doppel_filter.wasm`.
 pub fn filter_path() -> PathBuf {
@@ -130,6 +132,15 @@ impl Host {
             .build_p1();
         let clock = Clock::starting_now();
         let mut store = Store::new(link::engine(), HostState::new(wasi, clock));
+        store.call_hook(|mut state, hook| {
+            let crossings = &mut state.data_mut().crossings;
+            match hook {
+                CallHook::CallingWasm => crossings.into_vm += 1,
+                CallHook::CallingHost => crossings.out_of_vm += 1,
+                CallHook::ReturningFromWasm | CallHook::ReturningFromHost => {}
+            }
+            Ok(())
+        });
         let instance = link::linker()?
             .instantiate(&mut store, module)
             .map_err(|e| anyhow!("instantiating: {e:?}"))?;
@@ -478,6 +489,11 @@ impl Host {
     /// Every metric the filter defined, by name.
     pub fn metrics(&self) -> &BTreeMap<String, Metric> {
         &self.store.data().metrics.by_name
+    }
+
+    /// Calls between the host and the VM so far (compare two readings around a request).
+    pub fn crossings(&self) -> Crossings {
+        self.store.data().crossings
     }
 
     /// Every log line so far.

@@ -77,4 +77,4 @@ pub use calls_props::PLUGIN_NAME;
 pub use driver::{Host, filter_path};
 pub use exchange::{Action, Exchange, Finished};
 pub use headers::HeaderMap;
-pub use state::{Callout, LocalResponse, LogEntry, Metric, MetricKind, Routes};
+pub use state::{Callout, Crossings, LocalResponse, LogEntry, Metric, MetricKind, Routes};

@@ -228,6 +228,26 @@ impl Routes {
     }
 }
 
+/// Calls between the host and the VM so far: what a request costs a filter in Envoy is mostly
+/// their number (BENCHMARKS.md prices each kind).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Crossings {
+    /// Calls into the VM: callbacks, and memory allocations the host asks for.
+    pub into_vm: u64,
+    /// Calls out of the VM: hostcalls, WASI included.
+    pub out_of_vm: u64,
+}
+
+impl std::ops::Sub for Crossings {
+    type Output = Crossings;
+    fn sub(self, earlier: Crossings) -> Crossings {
+        Crossings {
+            into_vm: self.into_vm - earlier.into_vm,
+            out_of_vm: self.out_of_vm - earlier.out_of_vm,
+        }
+    }
+}
+
 /// Everything the host keeps in the wasmtime store.
 pub struct HostState {
     pub(crate) wasi: WasiP1Ctx,
@@ -261,6 +281,7 @@ pub struct HostState {
     pub(crate) tick_base_ns: u64,
     pub(crate) clusters: BTreeSet<String>,
     pub(crate) routes: Routes,
+    pub(crate) crossings: Crossings,
 }
 
 impl HostState {
@@ -304,6 +325,7 @@ impl HostState {
                 )],
                 default_cluster: "primary".to_string(),
             },
+            crossings: Crossings::default(),
         }
     }
 

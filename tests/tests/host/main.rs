@@ -2,6 +2,7 @@
 //! host and wasmtime are linked once.
 
 mod abi;
+mod calls;
 mod config;
 mod hostile;
 mod ids;

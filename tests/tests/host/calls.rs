@@ -1,0 +1,78 @@
+//! What a request costs the filter in calls between the host and the VM, counted exactly by the
+//! test host. In Envoy these calls, not the filter's own work, are most of its cost per request
+//! (BENCHMARKS.md prices each kind), so their number is part of the filter's behaviour: these
+//! tests fail if a change adds one to the common path.
+
+use doppel_tests::host::support::get;
+use doppel_tests::host::{Crossings, Host};
+
+/// A split config keyed by `x-user-id` at 1%, measuring `sample` percent of primary requests.
+fn configured(sample: f64) -> anyhow::Result<Host> {
+    let mut host = Host::load_filter()?;
+    let config = format!(
+        r#"{{"service":"cart","mode":"split","percent":1,"sticky":{{"header":"x-user-id"}},"primary_sample_percent":{sample}}}"#
+    );
+    anyhow::ensure!(host.configure(&config)?, "refused: {:?}", host.logs());
+    Ok(host)
+}
+
+/// The calls one request of user `user` makes, answered 200 with a body; whether it was chosen.
+fn one_request(host: &mut Host, user: &str) -> anyhow::Result<(Crossings, bool)> {
+    let before = host.crossings();
+    let done = host
+        .request(&get("/cart", &[("x-user-id", user)]))?
+        .respond_with_body(200, &[], b"ok")?
+        .finish()?;
+    let chosen = done.cluster.as_deref() == Some("shadow");
+    Ok((host.crossings() - before, chosen))
+}
+
+/// A user the 1% split does not choose (the key is hashed: the same user, the same answer).
+fn unchosen_user(host: &mut Host) -> anyhow::Result<String> {
+    for i in 0..100 {
+        let user = format!("user-{i}");
+        if !one_request(host, &user)?.1 {
+            return Ok(user);
+        }
+    }
+    anyhow::bail!("no unchosen user among 100 at 1%")
+}
+
+#[test]
+fn host_calls_an_unmeasured_request_reads_its_headers_once_and_nothing_else() -> anyhow::Result<()>
+{
+    let mut host = configured(0.0)?;
+    let user = unchosen_user(&mut host)?;
+    let (calls, chosen) = one_request(&mut host, &user)?;
+    assert!(!chosen);
+    assert_eq!(
+        calls,
+        Crossings {
+            // context create, request headers, the host's allocation for the headers it hands
+            // over, response headers, response body, delete
+            into_vm: 6,
+            // every request header in one call
+            out_of_vm: 1,
+        }
+    );
+    Ok(())
+}
+
+#[test]
+fn host_calls_a_measured_primary_request_adds_clock_status_and_one_histogram() -> anyhow::Result<()>
+{
+    let mut host = configured(100.0)?;
+    let user = unchosen_user(&mut host)?;
+    let (calls, chosen) = one_request(&mut host, &user)?;
+    assert!(!chosen);
+    assert_eq!(
+        calls,
+        Crossings {
+            // as unmeasured, plus the allocation for the status
+            into_vm: 7,
+            // headers, clock at request and at response, status, latency
+            out_of_vm: 5,
+        }
+    );
+    Ok(())
+}
