@@ -31,22 +31,37 @@
 //! - [`dashboard`]: the live dashboard (`/dashboard`, its JSON state and server-sent events)
 //!   with the bounded analysis history it draws, and `/metrics`.
 //! - [`telemetry`]: the engine's own counters and the Prometheus text page built from them.
+//!
+//! Feature `runtime` (on by default) is everything that runs a server, a network client or the
+//! command line: [`accesslog`], [`cli`], [`dashboard`], [`rollout`], [`telemetry`], [`tls`],
+//! [`xds`], and the parts of [`alerts`], [`ingest`], [`resources`] and [`synthetic`] that talk
+//! to the network. Without it the crate is the core the fuzz targets build (`fuzz/engine`).
 
-pub mod accesslog;
+// The core: policies, statistics, analysis, replay, and stats ingestion up to the window store.
 pub mod alerts;
 pub mod analysis;
-pub mod cli;
 pub mod context;
-pub mod dashboard;
 pub mod hosts;
 pub mod ingest;
 pub mod metrics;
 pub mod policy;
 pub mod replay;
 pub mod resources;
-pub mod rollout;
 pub mod stats;
 pub mod synthetic;
+
+// The running engine (feature `runtime`): servers, the rollout store, the command line.
+#[cfg(feature = "runtime")]
+pub mod accesslog;
+#[cfg(feature = "runtime")]
+pub mod cli;
+#[cfg(feature = "runtime")]
+pub mod dashboard;
+#[cfg(feature = "runtime")]
+pub mod rollout;
+#[cfg(feature = "runtime")]
 pub mod telemetry;
+#[cfg(feature = "runtime")]
 pub mod tls;
+#[cfg(feature = "runtime")]
 pub mod xds;

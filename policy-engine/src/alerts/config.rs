@@ -265,8 +265,8 @@ impl AlertsConfig {
 }
 
 /// An http(s) URL, or an error naming the sink.
-pub(crate) fn check_url(url: &str, index: usize, name: &str) -> Result<reqwest::Url, AlertsError> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| {
+pub(crate) fn check_url(url: &str, index: usize, name: &str) -> Result<url::Url, AlertsError> {
+    let parsed = url::Url::parse(url).map_err(|e| {
         AlertsError::Config(format!("alerts.sinks[{index}] ({name}): invalid url: {e}"))
     })?;
     if !matches!(parsed.scheme(), "http" | "https") {

@@ -14,6 +14,7 @@
 //!
 //! Formats and fields are documented in `docs/alerts.md`.
 
+#[cfg(feature = "runtime")]
 pub mod alerter;
 pub mod config;
 pub mod format;
@@ -22,6 +23,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "runtime")]
 pub use alerter::{Alerter, Notified, SinkStats};
 pub use config::{AlertsConfig, RetryConfig, Secret, SinkConfig};
 

@@ -20,6 +20,7 @@
 pub mod convert;
 pub mod error;
 pub mod registry;
+#[cfg(feature = "runtime")]
 pub mod server;
 pub mod store;
 pub mod stream;
@@ -29,6 +30,7 @@ pub mod wire;
 pub use convert::{Field, Flush, MirrorStat, Update, Value};
 pub use error::{Counts, IngestError};
 pub use registry::ClusterRegistry;
+#[cfg(feature = "runtime")]
 pub use server::{MAX_MESSAGE_BYTES, serve, serve_with, serve_with_access_logs};
 pub use store::{IngestReport, StoreConfig, WindowStore};
 pub use stream::{CounterMode, Stream};

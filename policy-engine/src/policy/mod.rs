@@ -105,6 +105,32 @@ pub fn parse(text: &str) -> Result<Policy, Vec<Problem>> {
     validate::validate(raw, text, None)
 }
 
+/// What every refusal by [`parse`] promises, whatever the text: at least one problem, each at a
+/// line and column from 1, no further down than the text goes. Lines count as YAML counts them:
+/// `\n`, `\r\n` and a lone `\r` each end one (`str::lines` does not count a lone `\r`), with one
+/// line of slack past the last, as the fuzz target `policy_compile` has always allowed. The target
+/// checks it on any text, the regression tests on the inputs it found. Err says what is wrong.
+pub fn check_refusal(text: &str, problems: &[Problem]) -> Result<(), String> {
+    if problems.is_empty() {
+        return Err("refused without a reason".to_string());
+    }
+    let bytes = text.as_bytes();
+    let breaks = bytes
+        .iter()
+        .enumerate()
+        .filter(|(i, b)| **b == b'\n' || (**b == b'\r' && bytes.get(i + 1) != Some(&b'\n')))
+        .count();
+    let lines = u64::try_from(breaks).unwrap_or(u64::MAX).saturating_add(1);
+    match problems.iter().find(|p| {
+        p.position.line < 1 || p.position.column < 1 || p.position.line > lines.saturating_add(1)
+    }) {
+        Some(problem) => Err(format!(
+            "{problem:?} is not inside the {lines} lines of the text"
+        )),
+        None => Ok(()),
+    }
+}
+
 /// [`parse`] for a policy file in `dir`: a `hosts:` section's inventory is read from there and
 /// the shadow's hosts chosen, so an inventory that cannot give them is a problem too.
 pub fn parse_in(text: &str, dir: &Path) -> Result<Policy, Vec<Problem>> {

@@ -254,3 +254,27 @@ fn a_backend_the_shadow_shares_with_the_primary_is_refused_naming_it() {
     );
     assert!(!p.isolation.isolated);
 }
+
+#[test]
+fn check_refusal_counts_lines_as_yaml_does() {
+    let at = |line, column| Problem::new(Position { line, column }, "yaml", "broken");
+    // Four lines for YAML (each lone `\r` ends one), one for `str::lines`.
+    let text = "service: a\r\r\rprimary: [";
+    assert_eq!(check_refusal(text, &[at(1, 1), at(4, 5)]), Ok(()));
+    assert_eq!(
+        check_refusal(text, &[at(5, 1)]),
+        Ok(()),
+        "one line of slack"
+    );
+    for wrong in [at(6, 1), at(0, 1), at(1, 0)] {
+        let refused = check_refusal(text, &[at(1, 1), wrong.clone()]);
+        assert!(refused.is_err(), "{wrong:?} passed");
+    }
+    assert_eq!(
+        check_refusal(text, &[]),
+        Err("refused without a reason".to_string())
+    );
+    let problems = parse(text).expect_err("an unclosed flow sequence");
+    assert_eq!(problems[0].position.line, 4, "{problems:?}");
+    assert_eq!(check_refusal(text, &problems), Ok(()), "{problems:?}");
+}

@@ -149,7 +149,7 @@ impl ResourcesConfig {
     /// inside a PromQL string) and that templates use only known placeholders.
     pub fn validate(&self) -> Result<(), ResourcesError> {
         let fail = |msg: String| Err(ResourcesError::Config(msg));
-        let url = reqwest::Url::parse(&self.prometheus)
+        let url = url::Url::parse(&self.prometheus)
             .map_err(|e| ResourcesError::Config(format!("resources.prometheus: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") {
             return fail(format!(

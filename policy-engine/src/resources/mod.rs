@@ -15,6 +15,7 @@
 //! - [`prometheus`]: [`PrometheusSource`], the HTTP API client and answer parsing.
 
 pub mod config;
+#[cfg(feature = "runtime")]
 pub mod prometheus;
 
 use std::collections::BTreeMap;
@@ -23,6 +24,7 @@ use doppel_filter::names::Variant;
 use serde::Serialize;
 
 pub use config::{DEFAULT_QUERIES, ResourcesConfig, VariantNames};
+#[cfg(feature = "runtime")]
 pub use prometheus::PrometheusSource;
 
 /// One variant's resource numbers, and why the others are missing.

@@ -15,11 +15,13 @@
 //! The policy fields are in `docs/synthetic.md`.
 
 pub mod probe;
+#[cfg(feature = "runtime")]
 pub mod runner;
 
 use serde::{Deserialize, Serialize};
 
 pub use probe::{BodyMatch, Probe};
+#[cfg(feature = "runtime")]
 pub use runner::{Prober, Targets};
 
 /// The header every probe request carries (value `1`), so backends can tell probes from users
