@@ -7,7 +7,8 @@
 //! - [`store`]: the [`WindowStore`], a ring of windows per service, bounded by services x
 //!   windows kept; the analysis loop reads [`WindowStore::windows`] and [`WindowStore::sum`]
 //!   and waits on [`WindowStore::subscribe`].
-//! - [`server`]: [`serve`], the tonic server on a listener the caller binds.
+//! - [`server`]: [`serve`], the tonic server on a listener the caller binds; [`raw`]: its
+//!   decoding, which leaves the families doppel does not read undecoded.
 //! - [`stream`]: what is kept per open Envoy stream (its name; cumulative counters' last
 //!   values when the sinks do not send deltas), dropped when the stream ends.
 //! - [`values`]: the checks on a metric's numbers (counts, histogram buckets).
@@ -22,6 +23,7 @@
 pub mod convert;
 pub mod error;
 pub mod fleet;
+pub mod raw;
 pub mod registry;
 pub mod server;
 pub mod store;
