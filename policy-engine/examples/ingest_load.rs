@@ -30,7 +30,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::{Channel, Endpoint};
 
-const HELP: &str = "ingest_load: simulated Envoys streaming MetricsService messages into one doppel serve
+const HELP: &str =
+    "ingest_load: simulated Envoys streaming MetricsService messages into one doppel serve
 
   --doppel PATH        the doppel binary (a release build)
   --envoys LIST        fleet sizes, comma-separated (default 100,1000,5000)
@@ -76,7 +77,10 @@ fn seconds(text: &str) -> Result<Duration, String> {
 
 fn parse() -> Result<Args, String> {
     let mut args = Args {
-        doppel: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/doppel")),
+        doppel: PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../target/release/doppel"
+        )),
         ..defaults()
     };
     let mut it = std::env::args().skip(1);
@@ -214,7 +218,8 @@ fn start_engine(args: &Args, dir: &Path) -> Result<Engine, String> {
     write("policy.yaml", POLICY)?;
     write("serve.yaml", SERVE)?;
     let ready = dir.join("ready.json");
-    let log = std::fs::File::create(dir.join("engine.log")).map_err(|e| format!("engine log: {e}"))?;
+    let log =
+        std::fs::File::create(dir.join("engine.log")).map_err(|e| format!("engine log: {e}"))?;
     let child = Command::new("taskset")
         .args(["-c", &args.engine_cpu.to_string()])
         .arg(&args.doppel)
@@ -223,7 +228,14 @@ fn start_engine(args: &Args, dir: &Path) -> Result<Engine, String> {
         .arg(dir.join("serve.yaml"))
         .arg("--store")
         .arg(dir.join("state.redb"))
-        .args(["--xds", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--api", "127.0.0.1:0"])
+        .args([
+            "--xds",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+            "--api",
+            "127.0.0.1:0",
+        ])
         .arg("--ready-file")
         .arg(&ready)
         .env("RUST_LOG", "info")
@@ -334,7 +346,11 @@ async fn window_requests(engine: &Engine) -> Result<[u64; 2], String> {
         .find(|s| s["service"] == fleet::SERVICE)
         .ok_or("/dashboard/state has no checkout")?;
     let mut requests = [0u64; 2];
-    for point in service["history"]["points"].as_array().into_iter().flatten() {
+    for point in service["history"]["points"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         for (i, variant) in ["primary", "shadow"].iter().enumerate() {
             requests[i] += point[variant]["requests"].as_u64().unwrap_or(0);
         }
@@ -350,7 +366,9 @@ struct Pool {
 
 impl Pool {
     fn new() -> Pool {
-        let flushes: Vec<_> = (0..VARIANTS as u64).map(|v| fleet::flush(1000 + v)).collect();
+        let flushes: Vec<_> = (0..VARIANTS as u64)
+            .map(|v| fleet::flush(1000 + v))
+            .collect();
         Pool {
             bodies: flushes
                 .iter()
@@ -596,8 +614,8 @@ struct Row {
     rss_connected_kib: u64,
     rss_kib: u64,
     hwm_kib: u64,
-    drain: Duration,
-    check: String,
+    drain: Result<String, String>,
+    check: Result<String, String>,
 }
 
 impl Row {
@@ -669,11 +687,17 @@ async fn run_fleet(
         measured.cpu_per_message_us()
     );
     set.send_modify(|s| s.running = false);
-    let drained = drain(&engine, &tally, Duration::from_secs(60)).await?;
-    let check = check_windows(&engine, pool, &tally).await?;
+    // A run that fails its checks is reported as such (and the command fails), not hidden.
+    let drained = drain(&engine, &tally, Duration::from_secs(60))
+        .await
+        .map(|d| format!("{} ms", d.as_millis()));
+    let mut check = match &drained {
+        Ok(_) => check_windows(&engine, pool, &tally).await,
+        Err(_) => Err("not checked: messages still in flight".to_owned()),
+    };
     let failed = tally.failed.load(Ordering::Relaxed);
     if failed > 0 {
-        return Err(format!("{failed} streams failed"));
+        check = Err(format!("{failed} streams failed"));
     }
     let row = Row {
         measure: measured,
@@ -699,8 +723,14 @@ async fn run_fleet(
             // Every Envoy's first flush of the step falls within its first interval.
             tokio::time::sleep(*interval + Duration::from_millis(500)).await;
             let seconds = args.stress_seconds.max(3.0 * interval.as_secs_f64());
-            let step = measure(&engine, &tally, n, *interval, Duration::from_secs_f64(seconds))
-                .await?;
+            let step = measure(
+                &engine,
+                &tally,
+                n,
+                *interval,
+                Duration::from_secs_f64(seconds),
+            )
+            .await?;
             eprintln!(
                 "ingest_load: {n} Envoys every {:?}: {:.0} scheduled/s, {:.0} offered, {:.0} processed, CPU share {:.2}, max lag {:?}",
                 interval,
@@ -717,8 +747,9 @@ async fn run_fleet(
             }
         }
         set.send_modify(|s| s.running = false);
-        drain(&engine, &tally, Duration::from_secs(120)).await?;
-        check_windows(&engine, pool, &tally).await?;
+        if let Err(e) = drain(&engine, &tally, Duration::from_secs(120)).await {
+            eprintln!("ingest_load: after the stress steps: {e}");
+        }
     }
     drop(set);
     tasks.abort_all();
@@ -751,7 +782,11 @@ fn machine() -> String {
         .count();
     let model = cpuinfo
         .lines()
-        .find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|(_, m)| m.trim()))
+        .find_map(|l| {
+            l.strip_prefix("model name")?
+                .split_once(':')
+                .map(|(_, m)| m.trim())
+        })
         .unwrap_or("unknown CPU")
         .to_owned();
     let load = std::fs::read_to_string("/proc/loadavg")
@@ -815,13 +850,7 @@ fn defaults() -> Args {
     }
 }
 
-fn markdown(
-    args: &Args,
-    started: &str,
-    machine: &str,
-    rows: &[Row],
-    steps: &[Measure],
-) -> String {
+fn markdown(args: &Args, started: &str, machine: &str, rows: &[Row], steps: &[Measure]) -> String {
     let mut md = format!("{SECTION}\n\n```sh\n{}\n```\n\n", command_line(args));
     let _ = writeln!(
         md,
@@ -830,13 +859,13 @@ fn markdown(
         args.flush.as_secs_f64(),
         args.intervals
     );
-    md += "| Envoys | flush | messages/s offered | processed | engine CPU per message | engine CPU share | max send lag | RSS idle | RSS connected, no stream | RSS streaming (VmRSS) | VmHWM | memory per Envoy | drained after | windows hold what was sent |\n";
-    md += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    md += "| Envoys | flush | messages/s offered | processed | engine CPU per message | engine CPU share | max send lag | RSS idle | RSS connected, no stream | RSS streaming (VmRSS) | VmHWM | memory per Envoy | in flight at the end | drained after | windows hold what was sent |\n";
+    md += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for row in rows {
         let m = &row.measure;
         let _ = writeln!(
             md,
-            "| {} | {} s | {:.1} | {:.1} | {:.0} µs | {:.1}% | {} ms | {} | {} | {} | {} | {:.1} KiB | {} ms | {} |",
+            "| {} | {} s | {:.1} | {:.1} | {:.0} µs | {:.1}% | {} ms | {} | {} | {} | {} | {:.1} KiB | {} | {} | {} |",
             group(m.envoys as f64),
             m.flush.as_secs_f64(),
             m.offered,
@@ -849,8 +878,12 @@ fn markdown(
             mib(row.rss_kib),
             mib(row.hwm_kib),
             row.per_envoy_kib(),
-            row.drain.as_millis(),
-            row.check
+            group(m.backlog as f64),
+            row.drain.as_ref().unwrap_or_else(|e| e),
+            match &row.check {
+                Ok(text) => text.clone(),
+                Err(e) => format!("**no**: {e}"),
+            }
         );
     }
     if !steps.is_empty() {
@@ -901,7 +934,8 @@ How to read it:
 - **RSS idle** is the engine before any connection; **connected, no stream** with every
   connection open before the first stream; **streaming** at the end of the measured
   stretch; **VmHWM** the peak. **memory per Envoy** = (streaming − idle) / Envoys.
-- **drained after**: once sends stop, how long until the engine had received every message
+- **in flight at the end**: messages sent but not yet received by the engine when the
+  measured stretch ended. **drained after**: once sends stop, how long until the engine had received every message
   sent (no backlog left in buffers). **windows hold what was sent**: after the last window
   closed, the `checkout` primary + shadow requests summed over the engine's windows (the
   dashboard's history, `/dashboard/state`) and `doppel_ingest_metrics_accepted_total` equal
@@ -941,7 +975,8 @@ fn open_files_limit() -> Option<u64> {
     line.split_whitespace().nth(3)?.parse().ok()
 }
 
-async fn run(args: Args) -> Result<String, String> {
+/// The section, and the checks that failed.
+async fn run(args: Args) -> Result<(String, Vec<String>), String> {
     let largest = args.envoys.iter().copied().max().unwrap_or(0);
     if let Some(limit) = open_files_limit()
         && limit < largest as u64 + 256
@@ -965,7 +1000,7 @@ async fn run(args: Args) -> Result<String, String> {
         pool.bodies[0].len(),
         pool.expected[0].families
     );
-    let mut rows = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     let mut steps = Vec::new();
     let last = args.envoys.len() - 1;
     for (index, n) in args.envoys.iter().copied().enumerate() {
@@ -974,7 +1009,13 @@ async fn run(args: Args) -> Result<String, String> {
         rows.push(row);
         steps.extend(fleet_steps);
     }
-    Ok(markdown(&args, &started, &machine, &rows, &steps))
+    let failures: Vec<String> = rows
+        .iter()
+        .flat_map(|r| [r.drain.as_ref().err(), r.check.as_ref().err()])
+        .flatten()
+        .cloned()
+        .collect();
+    Ok((markdown(&args, &started, &machine, &rows, &steps), failures))
 }
 
 fn main() -> ExitCode {
@@ -998,7 +1039,7 @@ fn main() -> ExitCode {
     };
     let write = args.write.clone();
     match runtime.block_on(run(args)) {
-        Ok(md) => {
+        Ok((md, failures)) => {
             print!("{md}");
             if let Some(path) = write
                 && let Err(e) = write_section(&path, &md)
@@ -1006,7 +1047,14 @@ fn main() -> ExitCode {
                 eprintln!("ingest_load: {e}");
                 return ExitCode::FAILURE;
             }
-            ExitCode::SUCCESS
+            for failure in &failures {
+                eprintln!("ingest_load: check failed: {failure}");
+            }
+            if failures.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Err(e) => {
             eprintln!("ingest_load: {e}");

@@ -322,7 +322,11 @@ fn latency(name: &str, labels: &[(&str, &str)], samples: u64, center: usize) -> 
 }
 
 fn filter_name(service: &str, scope: Scope, stat: &str) -> String {
-    format!("{}{}", names::ENVOY_PREFIX, names::metric_name(service, scope, stat))
+    format!(
+        "{}{}",
+        names::ENVOY_PREFIX,
+        names::metric_name(service, scope, stat)
+    )
 }
 
 /// One flush of one Envoy of the fleet, its values drawn from `seed`.
@@ -353,7 +357,11 @@ pub fn flush(seed: u64) -> Flush {
                 draw.range(0, 50) as f64,
             ));
         }
-        counters.push(counter("cluster.upstream_rq_total", &labels, requests as f64));
+        counters.push(counter(
+            "cluster.upstream_rq_total",
+            &labels,
+            requests as f64,
+        ));
         let mut resets = 0;
         for stat in [
             "upstream_rq_timeout",
@@ -414,7 +422,10 @@ pub fn flush(seed: u64) -> Flush {
                 draw.range(0, 1000) as f64,
             ));
         }
-        for stat in ["listener.downstream_cx_active", "listener.downstream_pre_cx_active"] {
+        for stat in [
+            "listener.downstream_cx_active",
+            "listener.downstream_pre_cx_active",
+        ] {
             gauges.push(gauge(stat, &labels, draw.range(0, 100) as f64));
         }
         histograms.push(latency(

@@ -173,7 +173,8 @@ mod tests {
         let good = message(None, vec![counter("server.uptime", &[], 1.0)]);
         let mut raw = RawMessage::decode(good.encode_to_vec().as_slice()).unwrap();
         // No name, and a metric field claiming more bytes than there are.
-        raw.envoy_metrics.push(Bytes::from_static(&[0x22, 0x10, 0x01]));
+        raw.envoy_metrics
+            .push(Bytes::from_static(&[0x22, 0x10, 0x01]));
         assert!(raw.triage().is_err());
     }
 }

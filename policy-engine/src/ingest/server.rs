@@ -135,7 +135,9 @@ impl Service<http::Request<Body>> for MetricsServer {
         let sink = Arc::clone(&self.sink);
         Box::pin(async move {
             if request.uri().path() != STREAM_METRICS {
-                return Ok(Status::unimplemented("MetricsService has only StreamMetrics").into_http());
+                return Ok(
+                    Status::unimplemented("MetricsService has only StreamMetrics").into_http(),
+                );
             }
             let mut grpc = tonic::server::Grpc::new(RawCodec)
                 .apply_max_message_size_config(Some(MAX_MESSAGE_BYTES), None);

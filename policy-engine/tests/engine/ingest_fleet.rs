@@ -68,7 +68,10 @@ async fn ingest_fleet_of_streams_ends_with_exactly_their_sum_in_the_windows() {
     }
 
     let checkout = total(&store, fleet::SERVICE);
-    for (i, variant) in [&checkout.primary, &checkout.shadow].into_iter().enumerate() {
+    for (i, variant) in [&checkout.primary, &checkout.shadow]
+        .into_iter()
+        .enumerate()
+    {
         assert_eq!(variant.requests, expected.requests[i]);
         assert_eq!(variant.errors_5xx, expected.errors_5xx[i]);
         assert_eq!(variant.resets, expected.resets[i]);
