@@ -254,6 +254,21 @@ fn classify(name: &str, registry: &ClusterRegistry) -> Result<Known, IngestError
     })
 }
 
+/// True when a family named `name` may hold a metric doppel reads; false when its name alone
+/// makes it `unknown_metric` (so [`super::raw`] need not decode it).
+pub fn may_read(name: &str) -> bool {
+    if names::parse_metric(name).is_some() {
+        return true;
+    }
+    let Some(rest) = name.strip_prefix("cluster.") else {
+        return false;
+    };
+    ClusterStat::parse(rest, true).is_some()
+        || rest
+            .rsplit_once('.')
+            .is_some_and(|(_, stat)| ClusterStat::parse(stat, false).is_some())
+}
+
 fn unknown(name: &str) -> IngestError {
     IngestError::UnknownMetric {
         name: name.to_owned(),

@@ -2,7 +2,7 @@
 //! labels the rejection counters without exploding their cardinality.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::metrics::BoundsMismatch;
 
@@ -249,73 +249,77 @@ impl IngestError {
 }
 
 /// How many messages arrived, how many metrics were accepted, and how many were ignored or
-/// rejected, by code.
+/// rejected, by code. Lock-free: every Envoy's stream counts hundreds of ignored metrics per
+/// flush, and the streams must not queue on one lock for it.
 #[derive(Debug, Default)]
 pub struct Counts {
-    inner: Mutex<CountsInner>,
+    messages: AtomicU64,
+    accepted: AtomicU64,
+    by_code: [AtomicU64; IngestError::CODES.len()],
 }
 
-#[derive(Debug, Default)]
-struct CountsInner {
-    messages: u64,
-    accepted: u64,
-    by_code: BTreeMap<&'static str, u64>,
+/// Where `code` is in [`IngestError::CODES`].
+fn code_index(code: &str) -> Option<usize> {
+    IngestError::CODES.iter().position(|c| *c == code)
 }
 
 impl Counts {
     /// Counts one MetricsService message received.
     pub fn message(&self) {
-        let mut inner = self.lock();
-        inner.messages = inner.messages.saturating_add(1);
+        self.messages.fetch_add(1, Ordering::Relaxed);
     }
 
     /// MetricsService messages received so far.
     pub fn messages(&self) -> u64 {
-        self.lock().messages
+        self.messages.load(Ordering::Relaxed)
     }
 
     /// Adds `n` accepted metrics.
     pub fn accept(&self, n: u64) {
-        let mut inner = self.lock();
-        inner.accepted = inner.accepted.saturating_add(n);
+        self.accepted.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Adds `accepted` metrics and one rejection per code in `codes`, under one lock.
+    /// Adds `accepted` metrics and one rejection per code in `codes`.
     pub fn record(&self, accepted: u64, codes: impl IntoIterator<Item = &'static str>) {
-        let mut inner = self.lock();
-        inner.accepted = inner.accepted.saturating_add(accepted);
+        self.accept(accepted);
+        // Most codes of a message are the same few: add them up before touching the counters.
+        let mut tally = [0u64; IngestError::CODES.len()];
         for code in codes {
-            let count = inner.by_code.entry(code).or_default();
-            *count = count.saturating_add(1);
+            if let Some(i) = code_index(code) {
+                tally[i] += 1;
+            }
+        }
+        for (counter, n) in self.by_code.iter().zip(tally) {
+            if n > 0 {
+                counter.fetch_add(n, Ordering::Relaxed);
+            }
         }
     }
 
     /// Counts one rejection under `code`.
     pub fn reject(&self, code: &'static str) {
-        let mut inner = self.lock();
-        let count = inner.by_code.entry(code).or_default();
-        *count = count.saturating_add(1);
+        if let Some(i) = code_index(code) {
+            self.by_code[i].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Metrics accepted into windows so far.
     pub fn accepted(&self) -> u64 {
-        self.lock().accepted
+        self.accepted.load(Ordering::Relaxed)
     }
 
     /// Rejections so far by code (codes never seen are absent).
     pub fn rejected(&self) -> BTreeMap<&'static str, u64> {
-        self.lock().by_code.clone()
+        IngestError::CODES
+            .iter()
+            .zip(&self.by_code)
+            .map(|(code, n)| (*code, n.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
     }
 
     /// Rejections so far under one code.
     pub fn rejected_with(&self, code: &str) -> u64 {
-        self.lock().by_code.get(code).copied().unwrap_or(0)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, CountsInner> {
-        // A panic elsewhere while holding this lock cannot leave the counts inconsistent.
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        code_index(code).map_or(0, |i| self.by_code[i].load(Ordering::Relaxed))
     }
 }

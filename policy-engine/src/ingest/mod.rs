@@ -7,18 +7,23 @@
 //! - [`store`]: the [`WindowStore`], a ring of windows per service, bounded by services x
 //!   windows kept; the analysis loop reads [`WindowStore::windows`] and [`WindowStore::sum`]
 //!   and waits on [`WindowStore::subscribe`].
-//! - [`server`]: [`serve`], the tonic server on a listener the caller binds.
+//! - [`server`]: [`serve`], the tonic server on a listener the caller binds; [`raw`]: its
+//!   decoding, which leaves the families doppel does not read undecoded.
 //! - [`stream`]: what is kept per open Envoy stream (its name; cumulative counters' last
 //!   values when the sinks do not send deltas), dropped when the stream ends.
 //! - [`values`]: the checks on a metric's numbers (counts, histogram buckets).
 //! - [`registry`] and [`error`]: the cluster map and the error kinds with their counters.
-//! - [`wire`]: builders of messages shaped as Envoy sends them (tests, tools).
+//! - [`wire`]: builders of messages shaped as Envoy sends them (tests, tools); [`fleet`]: a
+//!   whole Envoy's flush (hundreds of families) and what the engine must take from it, for the
+//!   ingestion load benchmark and its tests.
 //!
 //! Deliberate choices: windows are bucketed by the engine's clock when a flush arrives, not by
 //! the timestamp a peer sends; a bad metric is dropped alone, the rest of its flush is kept.
 
 pub mod convert;
 pub mod error;
+pub mod fleet;
+pub mod raw;
 pub mod registry;
 #[cfg(feature = "runtime")]
 pub mod server;

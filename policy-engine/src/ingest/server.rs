@@ -1,19 +1,22 @@
 //! The MetricsService gRPC server every Envoy streams its stats into.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use envoy_types::pb::envoy::service::metrics::v3::metrics_service_server::{
-    MetricsService, MetricsServiceServer,
-};
-use envoy_types::pb::envoy::service::metrics::v3::{StreamMetricsMessage, StreamMetricsResponse};
+use envoy_types::pb::envoy::service::metrics::v3::StreamMetricsResponse;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::body::Body;
+use tonic::codegen::{BoxFuture, Service, http};
+use tonic::server::{ClientStreamingService, NamedService};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::error::IngestError;
+use super::raw::{RawCodec, RawMessage};
 use super::registry::ClusterRegistry;
 use super::store::WindowStore;
 use crate::accesslog::SampleStore;
@@ -68,11 +71,12 @@ pub async fn serve_with_access_logs(
     let access_logs = access_logs.map(|(samples, registry)| {
         crate::accesslog::server::service(samples, registry, stopped.clone())
     });
-    let sink = MetricsSink {
-        store,
-        stop: stopped,
+    let service = MetricsServer {
+        sink: Arc::new(MetricsSink {
+            store,
+            stop: stopped,
+        }),
     };
-    let service = MetricsServiceServer::new(sink).max_decoding_message_size(MAX_MESSAGE_BYTES);
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = &tls {
         builder = tls.apply(builder)?;
@@ -104,6 +108,57 @@ pub(crate) async fn next_message<T>(
     }
 }
 
+/// The gRPC path of `envoy.service.metrics.v3.MetricsService/StreamMetrics`.
+const STREAM_METRICS: &str = "/envoy.service.metrics.v3.MetricsService/StreamMetrics";
+
+/// Envoy's MetricsService, served with [`RawCodec`] (families doppel does not read stay
+/// undecoded) rather than envoy-types' generated server, which decodes every family.
+#[derive(Clone, Debug)]
+struct MetricsServer {
+    sink: Arc<MetricsSink>,
+}
+
+impl NamedService for MetricsServer {
+    const NAME: &'static str = "envoy.service.metrics.v3.MetricsService";
+}
+
+impl Service<http::Request<Body>> for MetricsServer {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let sink = Arc::clone(&self.sink);
+        Box::pin(async move {
+            if request.uri().path() != STREAM_METRICS {
+                return Ok(
+                    Status::unimplemented("MetricsService has only StreamMetrics").into_http(),
+                );
+            }
+            let mut grpc = tonic::server::Grpc::new(RawCodec)
+                .apply_max_message_size_config(Some(MAX_MESSAGE_BYTES), None);
+            Ok(grpc.client_streaming(StreamMetrics(sink), request).await)
+        })
+    }
+}
+
+/// One `StreamMetrics` call.
+struct StreamMetrics(Arc<MetricsSink>);
+
+impl ClientStreamingService<RawMessage> for StreamMetrics {
+    type Response = StreamMetricsResponse;
+    type Future = BoxFuture<Response<StreamMetricsResponse>, Status>;
+
+    fn call(&mut self, request: Request<Streaming<RawMessage>>) -> Self::Future {
+        let sink = Arc::clone(&self.0);
+        Box::pin(async move { sink.stream_metrics(request).await })
+    }
+}
+
 /// The MetricsService implementation: one task per Envoy stream, whose [`super::Stream`] state
 /// goes when the stream ends.
 #[derive(Debug)]
@@ -112,11 +167,10 @@ struct MetricsSink {
     stop: watch::Receiver<bool>,
 }
 
-#[tonic::async_trait]
-impl MetricsService for MetricsSink {
+impl MetricsSink {
     async fn stream_metrics(
         &self,
-        request: Request<Streaming<StreamMetricsMessage>>,
+        request: Request<Streaming<RawMessage>>,
     ) -> Result<Response<StreamMetricsResponse>, Status> {
         let peer = request
             .remote_addr()
@@ -125,8 +179,12 @@ impl MetricsService for MetricsSink {
         let mut stop = self.stop.clone();
         let mut state = self.store.open_stream(peer.clone());
         while let Some(next) = next_message(&mut stream, &mut stop).await {
-            let message = match next {
-                Ok(message) => message,
+            let report = match next.and_then(|message| {
+                self.store
+                    .ingest_raw(now_ms(), message, &mut state)
+                    .map_err(|e| Status::internal(e.to_string()))
+            }) {
+                Ok(report) => report,
                 Err(status) => {
                     let error = IngestError::Stream {
                         message: status.message().to_owned(),
@@ -136,7 +194,6 @@ impl MetricsService for MetricsSink {
                     return Err(status);
                 }
             };
-            let report = self.store.ingest(now_ms(), message, &mut state);
             if state.messages() == 1 {
                 tracing::info!(%peer, node = state.node(), "metrics stream opened");
             }

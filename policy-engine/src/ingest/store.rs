@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use super::convert::{Field, Flush, MirrorStat, Update, Value};
 use super::error::{Counts, IngestError};
+use super::raw::RawMessage;
 use super::registry::ClusterRegistry;
 use super::stream::{CounterMode, Stream};
 use crate::metrics::{BoundsMismatch, ServiceWindow};
@@ -126,6 +127,29 @@ impl WindowStore {
             let registry = self.registry.read().unwrap_or_else(PoisonError::into_inner);
             Flush::from_message(message, &registry)
         };
+        self.add_flush(now_ms, flush, stream)
+    }
+
+    /// [`WindowStore::ingest`] for a message as the server decodes it: the families doppel
+    /// does not read are counted as `unknown_metric` without being decoded. Fails, counting
+    /// nothing but the message, when a family that has to be decoded does not decode.
+    pub fn ingest_raw(
+        &self,
+        now_ms: u64,
+        message: RawMessage,
+        stream: &mut Stream,
+    ) -> Result<IngestReport, prost::DecodeError> {
+        self.counts.message();
+        let (message, unread) = message.triage()?;
+        let mut flush = {
+            let registry = self.registry.read().unwrap_or_else(PoisonError::into_inner);
+            Flush::from_message(message, &registry)
+        };
+        flush.rejected.extend(unread);
+        Ok(self.add_flush(now_ms, flush, stream))
+    }
+
+    fn add_flush(&self, now_ms: u64, flush: Flush, stream: &mut Stream) -> IngestReport {
         let mut errors = flush.rejected;
         match flush.node {
             Some(node) => stream.set_node(node),

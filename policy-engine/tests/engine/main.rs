@@ -9,6 +9,7 @@ mod fuzz_regressions;
 mod grpc_tls;
 mod hosts;
 mod hosts_apportion;
+mod ingest_fleet;
 mod ingest_grpc;
 mod policy_analysis;
 mod policy_context_doc;
