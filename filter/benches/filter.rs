@@ -63,13 +63,7 @@ mod native {
         fn new(name: &'static str, json: &str, value: impl Fn(&str, usize) -> Vec<u8>) -> Case {
             let decider = Decider::new(&config(json));
             let requests = (0..REQUESTS)
-                .map(|i| {
-                    decider
-                        .needed()
-                        .iter()
-                        .map(|h| Some(value(h, i)))
-                        .collect()
-                })
+                .map(|i| decider.needed().iter().map(|h| Some(value(h, i))).collect())
                 .collect();
             Case {
                 name,
@@ -84,7 +78,9 @@ mod native {
             "user-agent" => user_agent(i),
             "x-geo" => geo(i),
             "x-user-id" => format!("user-{i:08}").into_bytes(),
-            "x-beta" => if i % 4 == 0 { "1" } else { "0" }.as_bytes().to_vec(),
+            "x-beta" => if i.is_multiple_of(4) { "1" } else { "0" }
+                .as_bytes()
+                .to_vec(),
             "cookie" => cookie(i),
             other => panic!("no bench value for header {other}"),
         }
@@ -173,11 +169,17 @@ mod native {
             (":path", "/api/search?q=running+shoes&page=2"),
             (":method", "GET"),
             (":scheme", "https"),
-            ("user-agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36"),
+            (
+                "user-agent",
+                "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36",
+            ),
             ("accept", "application/json"),
             ("accept-encoding", "gzip, deflate, br"),
             ("accept-language", "de-DE,de;q=0.9,en;q=0.8"),
-            ("cookie", "session=9f2c1e7a4b6d8e0f1a2b3c4d5e6f7a8b; uid=user-00000042"),
+            (
+                "cookie",
+                "session=9f2c1e7a4b6d8e0f1a2b3c4d5e6f7a8b; uid=user-00000042",
+            ),
             ("x-forwarded-for", "203.0.113.7"),
             ("x-forwarded-proto", "https"),
             ("x-request-id", "6f1c2a9e-4b3d-4c5e-9f8a-1b2c3d4e5f60"),

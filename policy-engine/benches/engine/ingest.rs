@@ -2,7 +2,7 @@
 //! (`emit_tags_as_labels`, counters as deltas, histograms in Envoy's default buckets):
 //! decoding, converting to updates, adding them to the window, and the whole path.
 //!
-//! The message has 221 families (about 620 metrics, 60 KB) as an Envoy fronting one service
+//! The message has 221 families (511 metrics, 35 KB encoded) as an Envoy fronting one service
 //! sends them (the group name prints the counts): per-cluster stats
 //! of 5 clusters (the two variants, the engine's two, a database), the HTTP connection
 //! manager's, the listener's, server, cluster manager, runtime and Wasm stats, and the doppel
@@ -301,7 +301,7 @@ pub fn flush(node: bool) -> StreamMetricsMessage {
             classes.push(counter(
                 "cluster.upstream_rq_xx",
                 &[(cl, c), ("envoy.response_code_class", class)],
-                (n * share as f64).round(),
+                (n * share).round(),
             ));
         }
     }

@@ -24,6 +24,12 @@ fn config() -> Criterion {
         .measurement_time(Duration::from_secs(3))
 }
 
+/// True under `cargo test` (cargo passes `--bench` only to `cargo bench`): each benchmark then
+/// runs once, as a smoke test, and the setup is kept small.
+pub fn smoke() -> bool {
+    !std::env::args().any(|a| a == "--bench")
+}
+
 criterion::criterion_group! {
     name = benches;
     config = config();

@@ -41,7 +41,10 @@ fn service(policy: &Policy, rollout: &Rollout, port: u16) -> ServiceInputs {
     ServiceInputs {
         filter_config: filter_config(policy, &state),
         endpoints: BTreeMap::from([
-            (state.primary_cluster.clone(), vec![host(1), host(2), host(3)]),
+            (
+                state.primary_cluster.clone(),
+                vec![host(1), host(2), host(3)],
+            ),
             (state.shadow_cluster.clone(), vec![host(4)]),
         ]),
         state,
