@@ -286,22 +286,6 @@ def section(args, rows, envoy_bin, command):
     ]) + "\n"
 
 
-def write_section(text):
-    path = os.path.join(load.ROOT, "BENCHMARKS.md")
-    with open(path) as f:
-        doc = f.read()
-    start = doc.find(SECTION + "\n")
-    if start < 0:
-        doc = doc.rstrip("\n") + "\n\n" + text
-    else:
-        nxt = re.compile(r"^## ", re.M).search(doc, start + len(SECTION))
-        end = nxt.start() if nxt else len(doc)
-        doc = doc[:start] + text + ("\n" + doc[end:] if nxt else "")
-    with open(path, "w") as f:
-        f.write(doc)
-    say(f"wrote the section to {path}")
-
-
 def main(argv):
     parser = argparse.ArgumentParser(prog="scripts/bench-instructions", description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=2000, help="counted requests per configuration (default 2000)")
@@ -323,7 +307,7 @@ def main(argv):
     text = section(args, rows, envoy_bin, command.strip())
     sys.stdout.write(text)
     if args.write:
-        write_section(text)
+        load.write_section(text, SECTION)
 
 
 if __name__ == "__main__":

@@ -435,15 +435,16 @@ def section(args, samples, upstream, envoy_bin, command):
     return "\n".join(out) + "\n"
 
 
-def write_section(text):
+def write_section(text, title=SECTION):
+    """Replaces the section headed `title` in BENCHMARKS.md with `text` (or appends it)."""
     path = os.path.join(ROOT, "BENCHMARKS.md")
     with open(path) as f:
         doc = f.read()
-    start = doc.find(SECTION + "\n")
+    start = doc.find(title + "\n")
     if start < 0:
         doc = doc.rstrip("\n") + "\n\n" + text
     else:
-        nxt = re.compile(r"^## ", re.M).search(doc, start + len(SECTION))
+        nxt = re.compile(r"^## ", re.M).search(doc, start + len(title))
         end = nxt.start() if nxt else len(doc)
         doc = doc[:start] + text + ("\n" + doc[end:] if nxt else "")
     with open(path, "w") as f:
