@@ -38,15 +38,20 @@ fn unchosen_user(host: &mut Host) -> anyhow::Result<String> {
     anyhow::bail!("no unchosen user among 100 at 1%")
 }
 
+/// The calls of one unchosen request, with `sample` percent of primary requests measured.
+fn unchosen_calls(sample: f64) -> anyhow::Result<Crossings> {
+    let mut host = configured(sample)?;
+    let user = unchosen_user(&mut host)?;
+    let (calls, chosen) = one_request(&mut host, &user)?;
+    assert!(!chosen, "{user} was chosen the second time");
+    Ok(calls)
+}
+
 #[test]
 fn host_calls_an_unmeasured_request_reads_its_headers_once_and_nothing_else() -> anyhow::Result<()>
 {
-    let mut host = configured(0.0)?;
-    let user = unchosen_user(&mut host)?;
-    let (calls, chosen) = one_request(&mut host, &user)?;
-    assert!(!chosen);
     assert_eq!(
-        calls,
+        unchosen_calls(0.0)?,
         Crossings {
             // context create, request headers, the host's allocation for the headers it hands
             // over, response headers, response body, delete
@@ -61,12 +66,8 @@ fn host_calls_an_unmeasured_request_reads_its_headers_once_and_nothing_else() ->
 #[test]
 fn host_calls_a_measured_primary_request_adds_clock_status_and_one_histogram() -> anyhow::Result<()>
 {
-    let mut host = configured(100.0)?;
-    let user = unchosen_user(&mut host)?;
-    let (calls, chosen) = one_request(&mut host, &user)?;
-    assert!(!chosen);
     assert_eq!(
-        calls,
+        unchosen_calls(100.0)?,
         Crossings {
             // as unmeasured, plus the allocation for the status
             into_vm: 7,
