@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -49,8 +49,9 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// An append-only JSON-lines file; each entry is one `write` call, so readers never see half a line
-/// of a finished request.
+/// An append-only JSON-lines file; each entry is one `write` call. A reader may still see the
+/// last line half-written (a write is not atomic to a concurrent read): `read_log` leaves a line
+/// without its newline for the next read.
 #[derive(Debug)]
 pub struct RequestLog {
     path: PathBuf,
@@ -84,20 +85,26 @@ impl RequestLog {
     }
 }
 
-/// Reads every complete entry of the log at `path`; a missing file is an empty log.
+/// Reads every complete entry of the log at `path`; a missing file is an empty log. A last line
+/// without its newline is an entry still being written: it is left for the next read, not an
+/// error.
 pub fn read_log(path: &Path) -> io::Result<Vec<LogEntry>> {
-    let file = match File::open(path) {
-        Ok(f) => f,
+    let mut bytes = Vec::new();
+    match File::open(path) {
+        Ok(mut f) => f.read_to_end(&mut bytes)?,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
+    let complete = match bytes.iter().rposition(|&b| b == b'\n') {
+        Some(end) => &bytes[..end],
+        None => &[],
+    };
     let mut entries = Vec::new();
-    for (n, line) in BufReader::new(file).lines().enumerate() {
-        let line = line?;
-        if line.trim().is_empty() {
+    for (n, line) in complete.split(|&b| b == b'\n').enumerate() {
+        if line.trim_ascii().is_empty() {
             continue;
         }
-        let entry = serde_json::from_str(&line).map_err(|e| {
+        let entry = serde_json::from_slice(line).map_err(|e| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("{}:{}: {e}", path.display(), n + 1),
@@ -138,5 +145,39 @@ mod tests {
                 .expect("empty")
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_half_written_last_line_waits_for_its_newline_and_a_broken_line_is_an_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("requests.jsonl");
+        let entry = LogEntry {
+            ts_ms: 1,
+            label: "v1".into(),
+            method: "GET".into(),
+            path: "/é".into(),
+            headers: BTreeMap::new(),
+            body_bytes: 0,
+            outcome: "200".into(),
+        };
+        let line = serde_json::to_vec(&entry).expect("encode");
+        // A write cut inside the two bytes of "é": not even valid UTF-8 yet.
+        let cut = line.iter().position(|&b| b == 0xc3).expect("é in the line") + 1;
+        let mut file = line.clone();
+        file.push(b'\n');
+        file.extend_from_slice(&line[..cut]);
+        std::fs::write(&path, &file).expect("write");
+        assert_eq!(read_log(&path).expect("read"), vec![entry.clone()]);
+
+        file.extend_from_slice(&line[cut..]);
+        file.push(b'\n');
+        std::fs::write(&path, &file).expect("write");
+        assert_eq!(read_log(&path).expect("read"), vec![entry.clone(), entry]);
+
+        // A finished line that is not an entry is still an error, naming the line.
+        file.extend_from_slice(b"{\"ts_ms\": 1}\n");
+        std::fs::write(&path, &file).expect("write");
+        let err = read_log(&path).expect_err("a broken line");
+        assert!(err.to_string().contains("requests.jsonl:3:"), "{err}");
     }
 }
