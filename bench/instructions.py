@@ -56,6 +56,7 @@ PROBES = [
     ("probe: + read an absent header", "absent"),
     ("probe: + read a present header", "present"),
     ("probe: + read all headers in one call", "pairs"),
+    ("probe: + remove three absent headers", "remove"),
 ]
 
 
@@ -145,6 +146,8 @@ def measure(args, envoy_bin):
             template, filter_config = everything(workdir, template, filter_config)
             kind = "doppel" if filter_config else None
             runs.append((label, template, filter_config, wasm[kind], upstream.port, "/"))
+        if args.only:
+            runs = [r for r in runs if any(o in r[0] for o in args.only)]
         for i, (label, template, filter_config, wasm_path, upstream_port, path) in enumerate(runs):
             name = f"run{i}"
             ports = (load.free_port(), load.free_port())
@@ -291,7 +294,13 @@ def main(argv):
     parser.add_argument("--requests", type=int, default=2000, help="counted requests per configuration (default 2000)")
     parser.add_argument("--warmup", type=int, default=300, help="requests before counting starts (default 300)")
     parser.add_argument("--write", action="store_true", help=f"replace the '{SECTION[3:]}' section of BENCHMARKS.md")
+    parser.add_argument(
+        "--only", action="append", metavar="TEXT",
+        help="only the configurations whose label contains TEXT (repeatable; prints counts, no table or --write)",
+    )
     args = parser.parse_args(argv[1:])
+    if args.only and args.write:
+        parser.error("--only measures a subset: BENCHMARKS.md gets only whole runs, without --only")
     if args.requests < 1 or args.warmup < 0:
         parser.error("--requests must be at least 1, --warmup at least 0")
     envoy_bin = os.environ.get("ENVOY_BIN", "")
@@ -303,6 +312,8 @@ def main(argv):
     if not shutil.which("valgrind"):
         subprocess.run([os.path.join(load.ROOT, "scripts", "setup"), "valgrind"], check=True)
     rows = measure(args, envoy_bin)
+    if args.only:
+        return
     command = "scripts/bench-instructions " + " ".join(shlex.quote(a) for a in argv[1:])
     text = section(args, rows, envoy_bin, command.strip())
     sys.stdout.write(text)

@@ -8,7 +8,8 @@
 //! - `absent`: it reads a header the request does not have (a lookup, no data back);
 //! - `present`: it reads `x-user-id`, which the benchmark always sends (the host allocates VM
 //!   memory for the value: a nested call back into the VM);
-//! - `pairs`: it reads every request header in one call.
+//! - `pairs`: it reads every request header in one call;
+//! - `remove`: it removes three headers the request does not have (no data back).
 
 #![allow(dead_code)]
 
@@ -44,6 +45,7 @@ unsafe extern "C" {
         size: *mut usize,
     ) -> u32;
     fn proxy_get_header_map_pairs(map: u32, data: *mut *mut u8, size: *mut usize) -> u32;
+    fn proxy_remove_header_map_value(map: u32, key: *const u8, key_size: usize) -> u32;
 }
 
 /// Frees what the host handed over (allocated by `proxy_on_memory_allocate`).
@@ -78,6 +80,12 @@ pub extern "C" fn proxy_on_request_headers(_id: u32, _headers: usize, _end: u32)
             // SAFETY: pointers describe live out-parameters.
             unsafe { proxy_get_header_map_pairs(0, &mut data, &mut size) };
             release(data, size);
+        }
+        "remove" => {
+            for name in ["x-doppel-variant", "x-doppel-id", "x-doppel-mirror"] {
+                // SAFETY: `name` outlives the call.
+                unsafe { proxy_remove_header_map_value(0, name.as_ptr(), name.len()) };
+            }
         }
         _ => {}
     }
