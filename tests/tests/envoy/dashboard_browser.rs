@@ -180,7 +180,9 @@ async fn dashboard_browser_shows_traffic_and_the_rollback_of_a_faulty_shadow() {
         .until(
             Duration::from_secs(30),
             "the rollback in the timeline",
-            "const li = document.querySelector('[data-service=checkout] .timeline li[data-phase=rolled_back]'); return li ? li.innerText : null;",
+            // The decision that rolled back; an alert rule that fires in the same or a later
+            // look is also drawn in the rolled-back phase ("no effect: the rollout already ended").
+            "const lis = [...document.querySelectorAll('[data-service=checkout] .timeline li[data-phase=rolled_back]')]; const li = lis.find(l => l.innerText.includes('→ rollback')); return li ? li.innerText : null;",
         )
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", engine.log_tail()));
