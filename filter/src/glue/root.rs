@@ -4,6 +4,7 @@
 //! outlives the request, so the shadow's answer is never dropped.
 
 use super::host::{self, Buffer, HeaderMap};
+use super::http::parse_status;
 use super::metrics::Metrics;
 use crate::config::{FilterConfig, Mode};
 use crate::decide::{Decider, Rng, Threshold};
@@ -62,6 +63,8 @@ pub struct MirrorState {
     pub calls: HashMap<u32, (u64, u64)>,
     /// Whether the fast dispatch tick is armed.
     pub fast_tick: bool,
+    /// When counters were last published (host clock, ns).
+    pub published_ns: u64,
 }
 
 /// One copy to dispatch.
@@ -130,6 +133,7 @@ impl Root {
                 queue: VecDeque::new(),
                 calls: HashMap::new(),
                 fast_tick: false,
+                published_ns: 0,
             }),
             _ => None,
         };
@@ -193,26 +197,27 @@ impl Root {
             .as_mut()
             .and_then(|ms| ms.calls.remove(&token));
         let Some((key, sent_ns)) = call else { return };
-        let status = if num_headers == 0 {
-            None
+        // Every header of the answer in one call: cheaper than even one value (see `host`).
+        let raw = if num_headers == 0 {
+            Vec::new()
         } else {
-            host::header(HeaderMap::CallResponse, ":status")
-                .and_then(|s| std::str::from_utf8(&s).ok()?.parse::<u16>().ok())
+            host::header_pairs(HeaderMap::CallResponse)
         };
+        let headers = pairs::Map::new(&raw);
+        let header = |name| headers.and_then(|h| h.get(name));
+        let status = header(":status").and_then(parse_status);
         // Envoy answers a failed callout (connection refused, reset, timeout) with its own 5xx;
         // only an answer that went through the upstream carries x-envoy-upstream-service-time.
-        let status = status.filter(|s| {
-            *s < 500 || host::header(HeaderMap::CallResponse, UPSTREAM_TIME_HEADER).is_some()
-        });
+        let status = status.filter(|s| *s < 500 || header(UPSTREAM_TIME_HEADER).is_some());
         let report = status.map(|status| {
             let latency_us = host::now_ns().saturating_sub(sent_ns) / 1000;
             shared.metrics.latency(Variant::Shadow, latency_us);
             if !shared.config.custom_metrics.is_empty()
-                && let Some(h) = host::header(HeaderMap::CallResponse, "server-timing")
+                && let Some(h) = header("server-timing")
             {
                 shared.metrics.custom(
                     Variant::Shadow,
-                    &durations_us(&h, &shared.config.custom_metrics),
+                    &durations_us(h, &shared.config.custom_metrics),
                 );
             }
             let limit = m.compare_body_bytes.get();
@@ -288,7 +293,10 @@ impl Root {
         }
     }
 
-    /// The tick: dispatch waiting copies, expire stale comparisons, publish counters.
+    /// The tick: dispatch waiting copies, expire stale comparisons, publish counters. A fast
+    /// tick (armed for copies waiting) publishes only if the last publication is a publish
+    /// period old: under steady mirroring every tick is a fast one, and publishing on each would
+    /// cost a host call per counter per copy.
     pub fn tick(&mut self) {
         let Some(shared) = self.shared.clone() else {
             return;
@@ -306,11 +314,16 @@ impl Root {
         self.dispatch(&shared);
         let mut st = shared.state.borrow_mut();
         let st = &mut *st;
-        if let (Some(ms), Some(m)) = (st.mirror.as_mut(), &shared.config.mirror)
-            && ms.book.open_count() > 0
-        {
-            let max_age = m.timeout_ms.get() * 1_000_000 + EXPIRE_SLACK_NS;
-            ms.book.expire(host::now_ns(), max_age);
+        if let (Some(ms), Some(m)) = (st.mirror.as_mut(), &shared.config.mirror) {
+            let now = host::now_ns();
+            if ms.book.open_count() > 0 {
+                let max_age = m.timeout_ms.get() * 1_000_000 + EXPIRE_SLACK_NS;
+                ms.book.expire(now, max_age);
+            }
+            if fast && now.saturating_sub(ms.published_ns) < PUBLISH_TICK_MS * 1_000_000 {
+                return;
+            }
+            ms.published_ns = now;
         }
         shared.metrics.publish(&mut st.tally);
     }
