@@ -218,3 +218,36 @@ fn host_mirror_respects_the_in_flight_cap() -> anyhow::Result<()> {
     assert_eq!(host.pending_callouts().len(), 1);
     Ok(())
 }
+
+#[test]
+fn host_mirror_steady_copies_publish_counters_once_a_period_not_on_every_dispatch_tick()
+-> anyhow::Result<()> {
+    let mut host = configured(&mirror(""))?;
+    // A copy every millisecond: every tick is a dispatch tick, and the one-second publish tick
+    // never comes on its own.
+    let mut copy = |host: &mut Host| -> anyhow::Result<()> {
+        primary(host, "GET", 200, b"")?;
+        let token = host.callouts().last().map(|c| c.token).expect("a copy");
+        host.answer(token, 200, &[], b"")
+    };
+    copy(&mut host)?;
+    let first = count(&host, "sent");
+    assert!(first >= 1, "the first dispatch tick publishes: {first}");
+    for _ in 0..500 {
+        copy(&mut host)?;
+    }
+    assert_eq!(
+        count(&host, "sent"),
+        first,
+        "half a second of dispatch ticks publishes nothing"
+    );
+    for _ in 0..600 {
+        copy(&mut host)?;
+    }
+    let later = count(&host, "sent");
+    assert!(
+        later > 500,
+        "within a publish period counters are published even though every tick dispatches: {later}"
+    );
+    Ok(())
+}
