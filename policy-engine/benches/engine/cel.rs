@@ -3,7 +3,8 @@
 //! both variants' stats, the comparison, custom metrics, synthetic and resource sections.
 //!
 //! Per rule: `Program::execute` on the context converted once per look (`RuleContext::to_cel`),
-//! as the analysis does. Per look: building the context, converting it, its JSON (for the
+//! as the analysis does (`cel_rule`), and on the roots alone (`RuleContext::to_cel_roots`,
+//! `cel_rule_roots`): the baseline the leaf variables are measured against. Per look: building the context, converting it, its JSON (for the
 //! values a decision quotes), and a whole `Analyzer` look.
 
 use std::collections::BTreeMap;
@@ -103,31 +104,41 @@ pub fn benches(c: &mut Criterion) {
     let windows = windows();
     let context = context(&policy, &windows);
     let cel = context.to_cel().expect("the context converts to CEL");
+    let roots = context
+        .to_cel_roots()
+        .expect("the context converts to CEL roots");
 
-    let mut group = c.benchmark_group("cel_rule");
-    for rule in &policy.rules {
-        // Every rule must evaluate to a bool on this context, as in a live look.
-        match rule.program.execute(&cel) {
-            Ok(cel::Value::Bool(_)) => {}
-            other => panic!("rule {} gave {other:?}", rule.name),
+    // `cel_rule`: the context as the analysis builds it (roots plus a variable per leaf path);
+    // `cel_rule_roots`: the roots alone, the baseline, measured in the same run.
+    for (name, cel) in [("cel_rule", &cel), ("cel_rule_roots", &roots)] {
+        let mut group = c.benchmark_group(name);
+        for rule in &policy.rules {
+            // Every rule must evaluate to a bool on this context, as in a live look.
+            match rule.program.execute(cel) {
+                Ok(cel::Value::Bool(_)) => {}
+                other => panic!("rule {} gave {other:?}", rule.name),
+            }
+            group.bench_function(&rule.name, |b| {
+                b.iter(|| rule.program.execute(black_box(cel)))
+            });
         }
-        group.bench_function(&rule.name, |b| {
-            b.iter(|| rule.program.execute(black_box(&cel)))
+        group.bench_function("all_7", |b| {
+            b.iter(|| {
+                policy
+                    .rules
+                    .iter()
+                    .filter(|r| matches!(r.program.execute(cel), Ok(cel::Value::Bool(true))))
+                    .count()
+            })
         });
+        group.finish();
     }
-    group.bench_function("all_7", |b| {
-        b.iter(|| {
-            policy
-                .rules
-                .iter()
-                .filter(|r| matches!(r.program.execute(&cel), Ok(cel::Value::Bool(true))))
-                .count()
-        })
-    });
-    group.finish();
 
     let mut group = c.benchmark_group("look");
     group.bench_function("rule_context_to_cel", |b| b.iter(|| context.to_cel()));
+    group.bench_function("rule_context_to_cel_roots", |b| {
+        b.iter(|| context.to_cel_roots())
+    });
     group.bench_function("rule_context_to_json", |b| b.iter(|| context.to_json()));
     // The whole look of the analysis (statistics, context, 7 rules, explanations) on the
     // 2nd interval of a fresh analyzer (the setup, not measured, makes it and runs the 1st).
