@@ -1,6 +1,7 @@
 //! CEL rules over the full context the engine builds at a look: the checkout policy's 7 rules
 //! (errors, latency, a custom metric, probes, resources, the rollout) against a context with
-//! both variants' stats, the comparison, custom metrics, synthetic and resource sections.
+//! both variants' stats, the comparison, custom metrics, synthetic and resource sections, and
+//! the search mirror policy's 3 rules against the same context with mirror counts.
 //!
 //! Per rule: `Program::execute` on the context converted once per look (`RuleContext::to_cel`),
 //! as the analysis does (`cel_rule`), and on the roots alone (`RuleContext::to_cel_roots`,
@@ -12,8 +13,8 @@ use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion};
 use doppel_engine::analysis::Analyzer;
-use doppel_engine::context::{Comparer, LookInputs, RolloutContext, RuleContext};
-use doppel_engine::metrics::ServiceWindow;
+use doppel_engine::context::{Comparer, LookInputs, MirrorContext, RolloutContext, RuleContext};
+use doppel_engine::metrics::{MirrorWindow, ServiceWindow};
 use doppel_engine::resources::{ResourceSample, VariantResources};
 use doppel_engine::synthetic::{SyntheticRecord, SyntheticVariant};
 
@@ -99,20 +100,45 @@ fn context(policy: &doppel_engine::policy::Policy, windows: &[ServiceWindow]) ->
     )
 }
 
+/// The mirror counts of the same look in mirror mode: 5% of GETs copied, 0.4% differing.
+fn mirrored(context: &RuleContext) -> RuleContext {
+    let mirror = MirrorWindow {
+        sent: 15_000,
+        compared: 14_900,
+        mismatch_status: 12,
+        mismatch_body: 40,
+        mismatch_latency: 8,
+        failed: 100,
+        skipped: 300,
+    };
+    RuleContext {
+        mirror: MirrorContext::of(&mirror),
+        ..context.clone()
+    }
+}
+
 pub fn benches(c: &mut Criterion) {
     let policy = data::checkout();
     let windows = windows();
     let context = context(&policy, &windows);
-    let cel = context.to_cel().expect("the context converts to CEL");
-    let roots = context
-        .to_cel_roots()
-        .expect("the context converts to CEL roots");
+    let mirror_policy = data::search_mirror();
+    let mirror_context = mirrored(&context);
 
     // `cel_rule`: the context as the analysis builds it (roots plus a variable per leaf path);
-    // `cel_rule_roots`: the roots alone, the baseline, measured in the same run.
-    for (name, cel) in [("cel_rule", &cel), ("cel_rule_roots", &roots)] {
+    // `cel_rule_roots`: the roots alone, the baseline, measured in the same run. The checkout
+    // policy's 7 rules, then the search mirror's 3.
+    type ToCel =
+        fn(&RuleContext) -> Result<cel::Context<'static, 'static>, cel::SerializationError>;
+    let forms: [(&str, ToCel); 2] = [
+        ("cel_rule", RuleContext::to_cel),
+        ("cel_rule_roots", RuleContext::to_cel_roots),
+    ];
+    for (name, to_cel) in forms {
+        let cel = to_cel(&context).expect("the context converts to CEL");
+        let mirror_cel = to_cel(&mirror_context).expect("the context converts to CEL");
         let mut group = c.benchmark_group(name);
-        for rule in &policy.rules {
+        let rules = policy.rules.iter().map(|r| (r, &cel));
+        for (rule, cel) in rules.chain(mirror_policy.rules.iter().map(|r| (r, &mirror_cel))) {
             // Every rule must evaluate to a bool on this context, as in a live look.
             match rule.program.execute(cel) {
                 Ok(cel::Value::Bool(_)) => {}
@@ -127,7 +153,7 @@ pub fn benches(c: &mut Criterion) {
                 policy
                     .rules
                     .iter()
-                    .filter(|r| matches!(r.program.execute(cel), Ok(cel::Value::Bool(true))))
+                    .filter(|r| matches!(r.program.execute(&cel), Ok(cel::Value::Bool(true))))
                     .count()
             })
         });

@@ -103,8 +103,7 @@ fn samples() -> Vec<(String, RuleContext)> {
     shipped()
         .iter()
         .map(|(file, p)| {
-            let context =
-                RuleContext::sample_with(&p.traffic.custom_metrics, &p.resource_names());
+            let context = RuleContext::sample_with(&p.traffic.custom_metrics, &p.resource_names());
             (file.display().to_string(), context)
         })
         .collect()
@@ -120,14 +119,22 @@ fn policy_cel_paths_shipped_rules_agree_on_sample_and_partial_contexts() {
         // A resource query without a number leaves its field out, in one variant or both.
         let mut partial = sample.clone();
         partial.shadow.resources.clear();
-        same_both_ways(programs, &partial, &format!("{label} without shadow resources"));
+        same_both_ways(
+            programs,
+            &partial,
+            &format!("{label} without shadow resources"),
+        );
         partial.primary.resources.clear();
         same_both_ways(programs, &partial, &format!("{label} without resources"));
 
         // A context without the custom metrics the rules read.
         let mut partial = sample.clone();
         partial.shadow.custom.clear();
-        same_both_ways(programs, &partial, &format!("{label} without shadow custom"));
+        same_both_ways(
+            programs,
+            &partial,
+            &format!("{label} without shadow custom"),
+        );
         partial.primary.custom.clear();
         same_both_ways(programs, &partial, &format!("{label} without custom"));
     }
