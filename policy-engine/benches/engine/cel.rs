@@ -5,8 +5,9 @@
 //!
 //! Per rule: `Program::execute` on the context converted once per look (`RuleContext::to_cel`),
 //! as the analysis does (`cel_rule`), and on the roots alone (`RuleContext::to_cel_roots`,
-//! `cel_rule_roots`): the baseline the leaf variables are measured against. Per look: building the context, converting it, its JSON (for the
-//! values a decision quotes), and a whole `Analyzer` look.
+//! `cel_rule_roots`): the baseline the leaf variables are measured against. Per look:
+//! converting the context both ways, its JSON (for the values a decision quotes), and a whole
+//! `Analyzer` look.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
