@@ -1,18 +1,21 @@
 //! CEL rules over the full context the engine builds at a look: the checkout policy's 7 rules
 //! (errors, latency, a custom metric, probes, resources, the rollout) against a context with
-//! both variants' stats, the comparison, custom metrics, synthetic and resource sections.
+//! both variants' stats, the comparison, custom metrics, synthetic and resource sections, and
+//! the search mirror policy's 3 rules against the same context with mirror counts.
 //!
 //! Per rule: `Program::execute` on the context converted once per look (`RuleContext::to_cel`),
-//! as the analysis does. Per look: building the context, converting it, its JSON (for the
-//! values a decision quotes), and a whole `Analyzer` look.
+//! as the analysis does (`cel_rule`), and on the roots alone (`RuleContext::to_cel_roots`,
+//! `cel_rule_roots`): the baseline the leaf variables are measured against. Per look:
+//! converting the context both ways, its JSON (for the values a decision quotes), and a whole
+//! `Analyzer` look.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion};
 use doppel_engine::analysis::Analyzer;
-use doppel_engine::context::{Comparer, LookInputs, RolloutContext, RuleContext};
-use doppel_engine::metrics::ServiceWindow;
+use doppel_engine::context::{Comparer, LookInputs, MirrorContext, RolloutContext, RuleContext};
+use doppel_engine::metrics::{MirrorWindow, ServiceWindow};
 use doppel_engine::resources::{ResourceSample, VariantResources};
 use doppel_engine::synthetic::{SyntheticRecord, SyntheticVariant};
 
@@ -98,36 +101,71 @@ fn context(policy: &doppel_engine::policy::Policy, windows: &[ServiceWindow]) ->
     )
 }
 
+/// The mirror counts of the same look in mirror mode: 5% of GETs copied, 0.4% differing.
+fn mirrored(context: &RuleContext) -> RuleContext {
+    let mirror = MirrorWindow {
+        sent: 15_000,
+        compared: 14_900,
+        mismatch_status: 12,
+        mismatch_body: 40,
+        mismatch_latency: 8,
+        failed: 100,
+        skipped: 300,
+    };
+    RuleContext {
+        mirror: MirrorContext::of(&mirror),
+        ..context.clone()
+    }
+}
+
 pub fn benches(c: &mut Criterion) {
     let policy = data::checkout();
     let windows = windows();
     let context = context(&policy, &windows);
-    let cel = context.to_cel().expect("the context converts to CEL");
+    let mirror_policy = data::search_mirror();
+    let mirror_context = mirrored(&context);
 
-    let mut group = c.benchmark_group("cel_rule");
-    for rule in &policy.rules {
-        // Every rule must evaluate to a bool on this context, as in a live look.
-        match rule.program.execute(&cel) {
-            Ok(cel::Value::Bool(_)) => {}
-            other => panic!("rule {} gave {other:?}", rule.name),
+    // `cel_rule`: the context as the analysis builds it (roots plus a variable per leaf path);
+    // `cel_rule_roots`: the roots alone, the baseline, measured in the same run. The checkout
+    // policy's 7 rules, then the search mirror's 3.
+    type ToCel =
+        fn(&RuleContext) -> Result<cel::Context<'static, 'static>, cel::SerializationError>;
+    let forms: [(&str, ToCel); 2] = [
+        ("cel_rule", RuleContext::to_cel),
+        ("cel_rule_roots", RuleContext::to_cel_roots),
+    ];
+    for (name, to_cel) in forms {
+        let cel = to_cel(&context).expect("the context converts to CEL");
+        let mirror_cel = to_cel(&mirror_context).expect("the context converts to CEL");
+        let mut group = c.benchmark_group(name);
+        let rules = policy.rules.iter().map(|r| (r, &cel));
+        for (rule, cel) in rules.chain(mirror_policy.rules.iter().map(|r| (r, &mirror_cel))) {
+            // Every rule must evaluate to a bool on this context, as in a live look.
+            match rule.program.execute(cel) {
+                Ok(cel::Value::Bool(_)) => {}
+                other => panic!("rule {} gave {other:?}", rule.name),
+            }
+            group.bench_function(&rule.name, |b| {
+                b.iter(|| rule.program.execute(black_box(cel)))
+            });
         }
-        group.bench_function(&rule.name, |b| {
-            b.iter(|| rule.program.execute(black_box(&cel)))
+        group.bench_function("all_7", |b| {
+            b.iter(|| {
+                policy
+                    .rules
+                    .iter()
+                    .filter(|r| matches!(r.program.execute(&cel), Ok(cel::Value::Bool(true))))
+                    .count()
+            })
         });
+        group.finish();
     }
-    group.bench_function("all_7", |b| {
-        b.iter(|| {
-            policy
-                .rules
-                .iter()
-                .filter(|r| matches!(r.program.execute(&cel), Ok(cel::Value::Bool(true))))
-                .count()
-        })
-    });
-    group.finish();
 
     let mut group = c.benchmark_group("look");
     group.bench_function("rule_context_to_cel", |b| b.iter(|| context.to_cel()));
+    group.bench_function("rule_context_to_cel_roots", |b| {
+        b.iter(|| context.to_cel_roots())
+    });
     group.bench_function("rule_context_to_json", |b| b.iter(|| context.to_json()));
     // The whole look of the analysis (statistics, context, 7 rules, explanations) on the
     // 2nd interval of a fresh analyzer (the setup, not measured, makes it and runs the 1st).

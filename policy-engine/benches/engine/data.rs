@@ -21,6 +21,17 @@ pub fn checkout() -> Policy {
     }
 }
 
+/// `policies/search-mirror.yaml`: 3 rules over the mirror comparison's counts.
+pub const SEARCH_MIRROR: &str = include_str!("../../../policies/search-mirror.yaml");
+
+/// The search mirror policy, parsed and checked.
+pub fn search_mirror() -> Policy {
+    match parse(SEARCH_MIRROR) {
+        Ok(policy) => policy,
+        Err(problems) => panic!("policies/search-mirror.yaml: {problems:?}"),
+    }
+}
+
 /// The baseline: 1% errors, median 40 ms.
 pub const PRIMARY: VariantModel = VariantModel {
     error_rate: 0.01,

@@ -12,6 +12,7 @@ mod hosts_apportion;
 mod ingest_fleet;
 mod ingest_grpc;
 mod policy_analysis;
+mod policy_cel_paths;
 mod policy_context_doc;
 mod policy_fuzz;
 mod replay;
