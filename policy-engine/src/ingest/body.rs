@@ -171,8 +171,8 @@ impl Messages {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hyper::body::Frame;
     use http_body_util::StreamBody;
+    use hyper::body::Frame;
     use tokio_stream::StreamExt;
 
     /// `message` as gRPC frames it: flag 0, big-endian length, the bytes.
@@ -195,8 +195,15 @@ mod tests {
 
     #[tokio::test]
     async fn body_messages_come_out_whole_however_framed_and_nothing_stays_between() {
-        let large: Vec<u8> = (0..2 * PREALLOCATE + 123).map(|i| (i % 251) as u8).collect();
-        let messages = [Vec::new(), b"ten bytes!".to_vec(), large.clone(), vec![7; 70_000]];
+        let large: Vec<u8> = (0..2 * PREALLOCATE + 123)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let messages = [
+            Vec::new(),
+            b"ten bytes!".to_vec(),
+            large.clone(),
+            vec![7; 70_000],
+        ];
         let bytes: Vec<u8> = messages.iter().flat_map(|m| framed(m)).collect();
         for size in [1, 4, 5, 6, 16_384, bytes.len()] {
             // One byte per frame through half a megabyte is slow: the small messages only.
@@ -210,7 +217,11 @@ mod tests {
                 got.push(message);
             }
             assert_eq!(read.held(), 0);
-            let expected = if size == 1 { &messages[..2] } else { &messages[..] };
+            let expected = if size == 1 {
+                &messages[..2]
+            } else {
+                &messages[..]
+            };
             assert_eq!(got.len(), expected.len(), "frames of {size}");
             for (got, expected) in got.iter().zip(expected) {
                 assert!(got[..] == expected[..], "frames of {size}");
@@ -227,8 +238,7 @@ mod tests {
         let frames = tokio_stream::iter([Ok::<_, Status>(Frame::data(Bytes::from(bytes)))])
             .chain(tokio_stream::pending());
         let mut read = Messages::new(Body::new(StreamBody::new(frames)), usize::MAX);
-        let waited =
-            tokio::time::timeout(std::time::Duration::from_millis(50), read.next()).await;
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(50), read.next()).await;
         assert!(waited.is_err(), "a message came out of 10 bytes");
         assert!(read.held() <= PREALLOCATE, "{} held", read.held());
     }
@@ -239,7 +249,10 @@ mod tests {
             match read.next().await {
                 Some(Ok(_)) => {}
                 Some(Err(status)) => {
-                    assert!(read.next().await.is_none(), "the stream goes on after an error");
+                    assert!(
+                        read.next().await.is_none(),
+                        "the stream goes on after an error"
+                    );
                     return status;
                 }
                 None => panic!("no error"),
@@ -281,10 +294,7 @@ mod tests {
     #[tokio::test]
     async fn body_a_cancelled_request_ends_the_stream_between_messages() {
         let good = framed(b"ok");
-        let mut read = Messages::new(
-            body(&good, 16, Some(Status::cancelled("gone"))),
-            usize::MAX,
-        );
+        let mut read = Messages::new(body(&good, 16, Some(Status::cancelled("gone"))), usize::MAX);
         assert_eq!(&read.next().await.unwrap().unwrap()[..], b"ok");
         assert!(read.next().await.is_none());
     }

@@ -121,8 +121,10 @@ pub(crate) async fn next_message<T>(
 /// The gRPC path of `envoy.service.metrics.v3.MetricsService/StreamMetrics`.
 const STREAM_METRICS: &str = "/envoy.service.metrics.v3.MetricsService/StreamMetrics";
 
-/// Envoy's MetricsService, served with [`RawCodec`] (families doppel does not read stay
-/// undecoded) rather than envoy-types' generated server, which decodes every family.
+/// Envoy's MetricsService, rather than envoy-types' generated server (which decodes every
+/// family, through a tonic `Streaming` that keeps a buffer the size of the largest message):
+/// each stream's messages are read by [`Messages`], which holds nothing between them, and
+/// decoded as [`RawMessage`]s (families doppel does not read stay undecoded).
 #[derive(Clone, Debug)]
 struct MetricsServer {
     sink: Arc<MetricsSink>,

@@ -211,7 +211,10 @@ async fn ingest_messages_larger_than_the_http2_window_land_whole() {
     let first = big(Some(("envoy-a", "edge")), 7);
     let size = first.encoded_len();
     let window = ingest::WINDOW_BYTES as usize;
-    assert!(size > 4 * window, "{size} bytes is not several windows of {window}");
+    assert!(
+        size > 4 * window,
+        "{size} bytes is not several windows of {window}"
+    );
     engine.send(vec![first, big(None, 5)]).await;
     assert_eq!(engine.total("shop").primary.requests, 12);
     assert_eq!(
