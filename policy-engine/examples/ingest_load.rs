@@ -934,6 +934,26 @@ How to read it:
 - **RSS idle** is the engine before any connection; **connected, no stream** with every
   connection open before the first stream; **streaming** at the end of the measured
   stretch; **VmHWM** the peak. **memory per Envoy** = (streaming − idle) / Envoys.
+- **Where an Envoy's memory goes**, measured once with heaptrack (Debian's `heaptrack`) on
+  `doppel serve` with 500 Envoys of this fleet (`--envoys 500 --intervals 1 --stress ''`),
+  the engine killed while streaming: its live heap by what allocated it, per Envoy. Before
+  the fix (tonic's `Streaming` reading the stream) and now:
+
+  | held per Envoy | before | now | what it is |
+  |---|---|---|---|
+  | tonic's decode buffer | 111.4 KiB | 0 | kept the capacity of the largest message (the first: node + flush, 106 KB) for the stream's life; the server now reads the gRPC framing itself (`ingest::body`), and a message is freed once ingested |
+  | h2 codec | 20.0 KiB | 20.0 KiB | connection: its write buffer (16 KiB, fixed in h2) and frame state |
+  | h2 read buffer | 16.0 KiB | 16.0 KiB | connection: holds one whole frame (HTTP/2's smallest maximum frame size is 16 KiB) |
+  | h2 streams | 4.4 KiB | 5.0 KiB | connection and stream: stream state, HPACK, the queue of received frames |
+  | tonic, tower, hyper | 3.5 KiB | 3.8 KiB | the stream's request future and service stack |
+  | tokio | 3.2 KiB | 3.2 KiB | connection: its task, the stream's task, the socket's registration |
+  | doppel's stream state | 0.1 KiB | 0.1 KiB | `ingest::Stream`: the node's name (and, only with cumulative counters, each counter's last value) |
+  | total | 160.1 KiB | 49.5 KiB | (plus 1.4 KiB per Envoy of fixed memory: runtime, policy, CEL, windows) |
+
+  What is left is connection state: HTTP/2 framing and the two tasks. While a message
+  arrives it is gathered in a buffer of its own size (at most 256 KiB allocated before its
+  bytes arrive); the HTTP/2 windows (`ingest::WINDOW_BYTES`, 128 KiB, hyper's default is
+  1 MiB) bound what one Envoy can make the engine buffer when it falls behind.
 - **in flight at the end**: messages sent but not yet received by the engine when the
   measured stretch ended. **drained after**: once sends stop, how long until the engine had received every message
   sent (no backlog left in buffers). **windows hold what was sent**: after the last window

@@ -7,7 +7,8 @@
 //! - [`store`]: the [`WindowStore`], a ring of windows per service, bounded by services x
 //!   windows kept; the analysis loop reads [`WindowStore::windows`] and [`WindowStore::sum`]
 //!   and waits on [`WindowStore::subscribe`].
-//! - [`server`]: [`serve`], the tonic server on a listener the caller binds; [`raw`]: its
+//! - [`server`]: [`serve`], the tonic server on a listener the caller binds; [`body`]: its
+//!   reading of a stream's gRPC messages, which holds nothing between them; [`raw`]: their
 //!   decoding, which leaves the families doppel does not read undecoded.
 //! - [`stream`]: what is kept per open Envoy stream (its name; cumulative counters' last
 //!   values when the sinks do not send deltas), dropped when the stream ends.
@@ -20,6 +21,8 @@
 //! Deliberate choices: windows are bucketed by the engine's clock when a flush arrives, not by
 //! the timestamp a peer sends; a bad metric is dropped alone, the rest of its flush is kept.
 
+#[cfg(feature = "runtime")]
+pub mod body;
 pub mod convert;
 pub mod error;
 pub mod fleet;
@@ -36,6 +39,6 @@ pub use convert::{Field, Flush, MirrorStat, Update, Value};
 pub use error::{Counts, IngestError};
 pub use registry::ClusterRegistry;
 #[cfg(feature = "runtime")]
-pub use server::{MAX_MESSAGE_BYTES, serve, serve_with, serve_with_access_logs};
+pub use server::{MAX_MESSAGE_BYTES, WINDOW_BYTES, serve, serve_with, serve_with_access_logs};
 pub use store::{IngestReport, StoreConfig, WindowStore};
 pub use stream::{CounterMode, Stream};

@@ -16,7 +16,7 @@ use envoy_types::pb::io::prometheus::client as prom;
 use prost::Message;
 use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
 use tonic::Status;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 use super::convert;
 use super::error::IngestError;
@@ -78,8 +78,10 @@ fn family_name(mut bytes: &[u8]) -> Option<&str> {
     name
 }
 
-/// The gRPC codec of the MetricsService server: decodes [`RawMessage`]s, encodes the (empty)
-/// answer.
+/// The gRPC codec of the MetricsService server: encodes the (empty) answer. The server reads
+/// the request's messages itself (`super::body`) and decodes them with [`RawMessage`]'s
+/// `decode`; tonic's reading of a stream, which this codec's decoder serves, is not used
+/// there, and asks for no buffer.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RawCodec;
 
@@ -111,6 +113,12 @@ impl Encoder for RawCodec {
 impl Decoder for RawCodec {
     type Item = RawMessage;
     type Error = Status;
+
+    fn buffer_settings(&self) -> BufferSettings {
+        // tonic allocates the buffer size per stream up front (8 KiB by default); the yield
+        // threshold (tonic's default) only matters when encoding.
+        BufferSettings::new(0, 32 * 1024)
+    }
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<RawMessage>, Status> {
         RawMessage::decode(src)

@@ -7,6 +7,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use envoy_types::pb::envoy::service::metrics::v3::StreamMetricsResponse;
+use prost::Message;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -15,6 +16,7 @@ use tonic::codegen::{BoxFuture, Service, http};
 use tonic::server::{ClientStreamingService, NamedService};
 use tonic::{Request, Response, Status, Streaming};
 
+use super::body::Messages;
 use super::error::IngestError;
 use super::raw::{RawCodec, RawMessage};
 use super::registry::ClusterRegistry;
@@ -26,6 +28,12 @@ use crate::tls::ServerTls;
 /// The largest message accepted. Envoy sends every stat it has in one message per flush, and
 /// the first also carries the node (about 64 KB): a large Envoy needs more than tonic's 4 MB.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// The HTTP/2 flow-control windows of a metrics connection and of each of its streams: how
+/// much a peer may send ahead of what the engine has read, hence the most an Envoy can make
+/// the engine hold when the engine is behind (hyper's default is 1 MiB each). A typical flush
+/// (tens to a few hundred KB) fits in one window; a larger one flows as the engine reads it.
+pub const WINDOW_BYTES: u32 = 128 * 1024;
 
 /// How often an idle connection is pinged, and how long a ping may go unanswered.
 const KEEPALIVE: Duration = Duration::from_secs(30);
@@ -86,6 +94,8 @@ pub async fn serve_with_access_logs(
         // (with its state) ends.
         .http2_keepalive_interval(Some(KEEPALIVE))
         .http2_keepalive_timeout(Some(KEEPALIVE))
+        .initial_stream_window_size(WINDOW_BYTES)
+        .initial_connection_window_size(WINDOW_BYTES)
         .add_service(service)
         .add_optional_service(access_logs)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
@@ -111,8 +121,10 @@ pub(crate) async fn next_message<T>(
 /// The gRPC path of `envoy.service.metrics.v3.MetricsService/StreamMetrics`.
 const STREAM_METRICS: &str = "/envoy.service.metrics.v3.MetricsService/StreamMetrics";
 
-/// Envoy's MetricsService, served with [`RawCodec`] (families doppel does not read stay
-/// undecoded) rather than envoy-types' generated server, which decodes every family.
+/// Envoy's MetricsService, rather than envoy-types' generated server (which decodes every
+/// family, through a tonic `Streaming` that keeps a buffer the size of the largest message):
+/// each stream's messages are read by [`Messages`], which holds nothing between them, and
+/// decoded as [`RawMessage`]s (families doppel does not read stay undecoded).
 #[derive(Clone, Debug)]
 struct MetricsServer {
     sink: Arc<MetricsSink>,
@@ -139,23 +151,39 @@ impl Service<http::Request<Body>> for MetricsServer {
                     Status::unimplemented("MetricsService has only StreamMetrics").into_http(),
                 );
             }
-            let mut grpc = tonic::server::Grpc::new(RawCodec)
-                .apply_max_message_size_config(Some(MAX_MESSAGE_BYTES), None);
-            Ok(grpc.client_streaming(StreamMetrics(sink), request).await)
+            // The body is read by `Messages`, which holds nothing between messages; tonic gets
+            // the request without it, checks its headers and encodes the answer.
+            let (parts, body) = request.into_parts();
+            let messages = Messages::new(body, MAX_MESSAGE_BYTES);
+            let request = http::Request::from_parts(parts, Body::empty());
+            let mut grpc = tonic::server::Grpc::new(RawCodec);
+            Ok(grpc
+                .client_streaming(StreamMetrics(sink, Some(messages)), request)
+                .await)
         })
     }
 }
 
-/// One `StreamMetrics` call.
-struct StreamMetrics(Arc<MetricsSink>);
+/// One `StreamMetrics` call, with its request body.
+struct StreamMetrics(Arc<MetricsSink>, Option<Messages>);
 
 impl ClientStreamingService<RawMessage> for StreamMetrics {
     type Response = StreamMetricsResponse;
     type Future = BoxFuture<Response<StreamMetricsResponse>, Status>;
 
+    /// `request`'s body is empty: its messages come from the `Messages` taken here.
     fn call(&mut self, request: Request<Streaming<RawMessage>>) -> Self::Future {
         let sink = Arc::clone(&self.0);
-        Box::pin(async move { sink.stream_metrics(request).await })
+        let messages = self.1.take();
+        Box::pin(async move {
+            let peer = request
+                .remote_addr()
+                .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+            match messages {
+                Some(messages) => sink.stream_metrics(peer, messages).await,
+                None => Err(Status::internal("the request body was already read")),
+            }
+        })
     }
 }
 
@@ -170,16 +198,20 @@ struct MetricsSink {
 impl MetricsSink {
     async fn stream_metrics(
         &self,
-        request: Request<Streaming<RawMessage>>,
+        peer: String,
+        mut messages: Messages,
     ) -> Result<Response<StreamMetricsResponse>, Status> {
-        let peer = request
-            .remote_addr()
-            .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
-        let mut stream = request.into_inner();
         let mut stop = self.stop.clone();
         let mut state = self.store.open_stream(peer.clone());
-        while let Some(next) = next_message(&mut stream, &mut stop).await {
-            let report = match next.and_then(|message| {
+        loop {
+            let next = tokio::select! {
+                next = messages.next() => next,
+                _ = stop.wait_for(|stopped| *stopped) => None,
+            };
+            let Some(next) = next else { break };
+            let report = match next.and_then(|bytes| {
+                let message =
+                    RawMessage::decode(bytes).map_err(|e| Status::internal(e.to_string()))?;
                 self.store
                     .ingest_raw(now_ms(), message, &mut state)
                     .map_err(|e| Status::internal(e.to_string()))

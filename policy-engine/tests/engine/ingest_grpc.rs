@@ -10,6 +10,7 @@ use doppel_engine::ingest::{self, ClusterRegistry, StoreConfig, WindowStore};
 use doppel_engine::metrics::{Histogram, ServiceWindow};
 use envoy_types::pb::envoy::service::metrics::v3::StreamMetricsMessage;
 use envoy_types::pb::envoy::service::metrics::v3::metrics_service_client::MetricsServiceClient;
+use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
@@ -190,6 +191,37 @@ async fn ingest_malformed_grpc_metrics_are_counted_and_never_corrupt_a_window() 
         .send(vec![filter_flush(Some(("envoy-a", "edge")), 5, 0)])
         .await;
     assert_eq!(engine.total("shop").primary.requests, 15);
+    engine.stop().await;
+}
+
+#[tokio::test]
+async fn ingest_messages_larger_than_the_http2_window_land_whole() {
+    let engine = Engine::start().await;
+    // Each message is several flow-control windows long: it arrives only as the server reads
+    // it, and is gathered across many HTTP/2 data frames.
+    let big = |node: Option<(&str, &str)>, requests: u64| {
+        let mut flush = filter_flush(node, requests, 0);
+        for i in 0..20_000 {
+            flush
+                .envoy_metrics
+                .push(counter(&format!("server.filler_{i}"), &[], 1.0));
+        }
+        flush
+    };
+    let first = big(Some(("envoy-a", "edge")), 7);
+    let size = first.encoded_len();
+    let window = ingest::WINDOW_BYTES as usize;
+    assert!(
+        size > 4 * window,
+        "{size} bytes is not several windows of {window}"
+    );
+    engine.send(vec![first, big(None, 5)]).await;
+    assert_eq!(engine.total("shop").primary.requests, 12);
+    assert_eq!(
+        engine.store.counts().rejected_with("unknown_metric"),
+        2 * (20_000 + 1)
+    );
+    assert_eq!(engine.store.counts().rejected_with("stream_error"), 0);
     engine.stop().await;
 }
 
