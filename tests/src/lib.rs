@@ -1,6 +1,9 @@
-//! doppel's test support: a proxy-wasm host on wasmtime and helpers that run a real Envoy.
+//! doppel's test support: helpers that run a real Envoy, and the proxy-wasm test host (its own
+//! crate, `tests/host`, re-exported as [`host`]).
 
-pub mod host;
+/// The proxy-wasm host on wasmtime that runs the filter `.wasm` (crate `doppel-test-host`,
+/// optimised even in test builds: it runs every simulated request).
+pub use doppel_test_host as host;
 
 // Running a real Envoy end to end: processes, the demo upstream, bootstraps, load.
 pub mod envoy;

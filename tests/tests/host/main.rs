@@ -1,4 +1,4 @@
-//! The real filter `.wasm` driven through the test host (tests/src/host): one test binary, so the
+//! The real filter `.wasm` driven through the test host (tests/host): one test binary, so the
 //! host and wasmtime are linked once.
 
 mod abi;

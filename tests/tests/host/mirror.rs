@@ -225,7 +225,7 @@ fn host_mirror_steady_copies_publish_counters_once_a_period_not_on_every_dispatc
     let mut host = configured(&mirror(""))?;
     // A copy every millisecond: every tick is a dispatch tick, and the one-second publish tick
     // never comes on its own.
-    let mut copy = |host: &mut Host| -> anyhow::Result<()> {
+    let copy = |host: &mut Host| -> anyhow::Result<()> {
         primary(host, "GET", 200, b"")?;
         let token = host.callouts().last().map(|c| c.token).expect("a copy");
         host.answer(token, 200, &[], b"")

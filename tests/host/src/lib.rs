@@ -3,7 +3,7 @@
 //! imports with Envoy's semantics, and records what the filter did so tests can assert on it.
 //!
 //! ```no_run
-//! use doppel_tests::host::Host;
+//! use doppel_test_host::Host;
 //! # fn main() -> anyhow::Result<()> {
 //! let mut host = Host::load_filter()?; // $DOPPEL_WASM or target/wasm32-wasip1/wasm/doppel_filter.wasm
 //! assert!(host.configure(r#"{"service":"cart","mode":"split","percent":1.0}"#)?);

@@ -22,8 +22,10 @@ pub fn filter_path() -> PathBuf {
     if let Some(path) = std::env::var_os("DOPPEL_WASM") {
         return PathBuf::from(path);
     }
+    // This crate is `<workspace>/tests/host`.
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+        .ancestors()
+        .nth(2)
         .unwrap_or(Path::new("."));
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
