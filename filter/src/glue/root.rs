@@ -197,7 +197,8 @@ impl Root {
             .as_mut()
             .and_then(|ms| ms.calls.remove(&token));
         let Some((key, sent_ns)) = call else { return };
-        // Every header of the answer in one call: cheaper than even one value (see `host`).
+        // Every header of the answer in one call: status, upstream time and server-timing from one
+        // copy (a handful of headers costs less than reading one value: bench-instructions' probes).
         let raw = if num_headers == 0 {
             Vec::new()
         } else {

@@ -112,8 +112,16 @@ pub(crate) async fn next_message<T>(
     stream: &mut Streaming<T>,
     stop: &mut watch::Receiver<bool>,
 ) -> Option<Result<T, Status>> {
+    until_stopped(async { stream.message().await.transpose() }, stop).await
+}
+
+/// What `next` yields, or `None` as soon as `stop` turns true.
+async fn until_stopped<T>(
+    next: impl Future<Output = Option<T>>,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<T> {
     tokio::select! {
-        next = stream.message() => next.transpose(),
+        next = next => next,
         _ = stop.wait_for(|stopped| *stopped) => None,
     }
 }
@@ -203,12 +211,7 @@ impl MetricsSink {
     ) -> Result<Response<StreamMetricsResponse>, Status> {
         let mut stop = self.stop.clone();
         let mut state = self.store.open_stream(peer.clone());
-        loop {
-            let next = tokio::select! {
-                next = messages.next() => next,
-                _ = stop.wait_for(|stopped| *stopped) => None,
-            };
-            let Some(next) = next else { break };
+        while let Some(next) = until_stopped(messages.next(), &mut stop).await {
             let report = match next.and_then(|bytes| {
                 let message =
                     RawMessage::decode(bytes).map_err(|e| Status::internal(e.to_string()))?;
