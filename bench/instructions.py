@@ -148,8 +148,8 @@ def measure(args, envoy_bin):
             runs.append((label, template, filter_config, wasm[kind], upstream.port, "/"))
         if args.only:
             runs = [r for r in runs if any(o in r[0] for o in args.only)]
-        for i, (label, template, filter_config, wasm_path, upstream_port, path) in enumerate(runs):
-            name = f"run{i}"
+        for label, template, filter_config, wasm_path, upstream_port, path in runs:
+            name = re.sub(r"\W+", "_", label).strip("_")[:48]
             ports = (load.free_port(), load.free_port())
             config = render(template, workdir, name, wasm_path, filter_config, ports, upstream_port)
             started = time.monotonic()
@@ -190,6 +190,9 @@ def count(args, envoy_bin, config, workdir, name, ports, path):
             control("-d")
             dump = f"{out}.1"
             load.wait_until("callgrind's dump", lambda: os.path.exists(dump) and totals_or_none(dump) is not None, timeout=60)
+            if args.keep:
+                os.makedirs(args.keep, exist_ok=True)
+                shutil.copy(dump, os.path.join(args.keep, f"{name}.callgrind"))
             return totals(dump) / args.requests
         except (RuntimeError, subprocess.CalledProcessError, OSError) as e:
             log.flush()
@@ -299,6 +302,10 @@ def main(argv):
     parser.add_argument(
         "--only", action="append", metavar="TEXT",
         help="only the configurations whose label contains TEXT (repeatable; prints counts, no table or --write)",
+    )
+    parser.add_argument(
+        "--keep", metavar="DIR",
+        help="copy each run's callgrind dump into DIR, named after its configuration (for callgrind_annotate)",
     )
     args = parser.parse_args(argv[1:])
     if args.only and args.write:

@@ -51,33 +51,39 @@ impl<'b> Map<'b> {
         }
         let count = usize::try_from(read_u32(bytes, 0)?).ok()?;
         let sizes_end = count.checked_mul(8)?.checked_add(4)?;
-        if sizes_end > bytes.len() {
-            return None;
-        }
+        let sizes = bytes.get(4..sizes_end)?;
         let mut at = sizes_end;
-        for i in 0..count {
-            for field in 0..2 {
-                let len = usize::try_from(read_u32(bytes, 4 + 8 * i + 4 * field)?).ok()?;
-                take(bytes, &mut at, len)?;
+        for pair in sizes.chunks_exact(8) {
+            let (name, value) = lengths(pair);
+            // The name, its NUL, the value, its NUL.
+            let name_end = at.checked_add(name)?;
+            let value_end = name_end.checked_add(1)?.checked_add(value)?;
+            if bytes.get(name_end) != Some(&0) || bytes.get(value_end) != Some(&0) {
+                return None;
             }
+            at = value_end + 1;
         }
         (at == bytes.len()).then_some(Map { bytes, count })
+    }
+
+    /// The table of lengths (8 bytes per pair) and where the first name starts.
+    fn sizes(&self) -> (&'b [u8], usize) {
+        let end = 4 + 8 * self.count;
+        (self.bytes.get(4..end).unwrap_or_default(), end)
     }
 
     /// The pairs in order.
     pub fn iter(&self) -> impl Iterator<Item = (&'b [u8], &'b [u8])> + use<'b> {
         let bytes = self.bytes;
-        let mut at = 4 + 8 * self.count;
-        (0..self.count).map(move |i| {
+        let (sizes, mut at) = self.sizes();
+        sizes.chunks_exact(8).map(move |pair| {
             // Checked by `new`: every length and NUL is where it should be.
-            let mut field = |f: usize| {
-                let len = read_u32(bytes, 4 + 8 * i + 4 * f).unwrap_or(0) as usize;
-                let value = bytes.get(at..at + len).unwrap_or_default();
-                at += len + 1;
-                value
-            };
-            let name = field(0);
-            (name, field(1))
+            let (name_len, value_len) = lengths(pair);
+            let name = bytes.get(at..at + name_len).unwrap_or_default();
+            at += name_len + 1;
+            let value = bytes.get(at..at + value_len).unwrap_or_default();
+            at += value_len + 1;
+            (name, value)
         })
     }
 
@@ -89,26 +95,93 @@ impl<'b> Map<'b> {
             .map(|(_, v)| v)
     }
 
-    /// For each of `names`, the value of its first pair, into `found` (same length), in one
-    /// pass over the map.
+    /// For each of `names`, the value of its first pair, into `found` (as long as `names`), in
+    /// one pass over the map. A pair whose name has none of the wanted lengths is passed over
+    /// without reading it: most of a request's headers are.
     ///
     /// ```
-    /// use doppel_filter::pairs::{encode, Map};
-    /// let bytes = encode(&[("a", b"1".as_slice()), ("b", b"2"), ("a", b"3")]);
+    /// use doppel_filter::pairs::{encode, Map, Names};
+    /// let bytes = encode(&[("a", b"1".as_slice()), ("bb", b"2"), ("a", b"3")]);
     /// let mut found = [None; 3];
-    /// Map::new(&bytes).unwrap().lookup(&["a", "c", "b"], &mut found);
+    /// Map::new(&bytes).unwrap().lookup(&Names::new(["a", "c", "bb"]), &mut found);
     /// assert_eq!(found, [Some(b"1".as_slice()), None, Some(b"2".as_slice())]);
     /// ```
-    pub fn lookup(&self, names: &[&str], found: &mut [Option<&'b [u8]>]) {
+    pub fn lookup(&self, names: &Names, found: &mut [Option<&'b [u8]>]) {
         found.fill(None);
-        for (name, value) in self.iter() {
-            for (wanted, slot) in names.iter().zip(found.iter_mut()) {
-                if slot.is_none() && wanted.as_bytes() == name {
-                    *slot = Some(value);
+        let bytes = self.bytes;
+        let (sizes, mut at) = self.sizes();
+        for pair in sizes.chunks_exact(8) {
+            let (name_len, value_len) = lengths(pair);
+            if names.may_hold(name_len) {
+                let name = bytes.get(at..at + name_len).unwrap_or_default();
+                let value_at = at + name_len + 1;
+                for (wanted, slot) in names.names.iter().zip(found.iter_mut()) {
+                    if slot.is_none() && wanted.as_bytes() == name {
+                        *slot = bytes.get(value_at..value_at + value_len);
+                    }
                 }
             }
+            at += name_len + value_len + 2;
         }
     }
+}
+
+/// Names to look up in a [`Map`], prepared once: with the set of their lengths, which rules out
+/// most other names without comparing a byte.
+///
+/// ```
+/// use doppel_filter::pairs::Names;
+/// let names = Names::new(["x-doppel-id", "cookie"]);
+/// assert_eq!(names.len(), 2);
+/// assert_eq!(names.iter().collect::<Vec<_>>(), ["x-doppel-id", "cookie"]);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Names {
+    names: Vec<String>,
+    /// Bit `n` is set when a name is `n` bytes long (bit 63: 63 bytes or longer).
+    lengths: u64,
+}
+
+impl Names {
+    /// The names, in the order [`Map::lookup`] fills its answers.
+    pub fn new<S: Into<String>>(names: impl IntoIterator<Item = S>) -> Names {
+        let names: Vec<String> = names.into_iter().map(Into::into).collect();
+        let lengths = names.iter().fold(0, |bits, n| bits | length_bit(n.len()));
+        Names { names, lengths }
+    }
+
+    /// How many names.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// The names, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.names.iter().map(String::as_str)
+    }
+
+    /// Whether a name `len` bytes long may be one of these.
+    fn may_hold(&self, len: usize) -> bool {
+        self.lengths & length_bit(len) != 0
+    }
+}
+
+fn length_bit(len: usize) -> u64 {
+    1 << len.min(63)
+}
+
+/// The name and value lengths of one entry of the table of lengths (8 bytes).
+fn lengths(pair: &[u8]) -> (usize, usize) {
+    let word = |at: usize| {
+        let b = pair.get(at..at + 4).unwrap_or(&[0; 4]);
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize
+    };
+    (word(0), word(4))
 }
 
 /// The pairs in `bytes`, borrowed, in order; `None` if malformed (see [`Map::new`]).
@@ -119,17 +192,6 @@ pub fn decode(bytes: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
 fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
     let b = bytes.get(at..at.checked_add(4)?)?;
     Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-}
-
-/// `len` bytes at `*at` followed by a NUL; advances past the NUL.
-fn take<'b>(bytes: &'b [u8], at: &mut usize, len: usize) -> Option<&'b [u8]> {
-    let end = at.checked_add(len)?;
-    let field = bytes.get(*at..end)?;
-    if bytes.get(end) != Some(&0) {
-        return None;
-    }
-    *at = end + 1;
-    Some(field)
 }
 
 #[cfg(test)]
@@ -174,7 +236,54 @@ mod tests {
         assert_eq!(Map::new(&[]).unwrap().get("x-a"), None);
     }
 
+    #[test]
+    fn lookup_finds_the_first_value_of_each_name_whatever_its_length() {
+        let long = "x".repeat(70);
+        let longer = "x".repeat(80);
+        let bytes = encode(&[
+            ("ab", b"1".as_slice()),
+            ("ac", b"2"),
+            (long.as_str(), b"long"),
+            ("ab", b"3"),
+            (longer.as_str(), b"longer"),
+            ("", b"empty"),
+        ]);
+        let map = Map::new(&bytes).unwrap();
+        // Same length as a present name but absent; two names of 63 bytes or more; a name twice.
+        let names = Names::new(["ad", "ac", longer.as_str(), long.as_str(), "ab", "", "ab"]);
+        let mut found = [Some(b"stale".as_slice()); 7];
+        map.lookup(&names, &mut found);
+        let want: [Option<&[u8]>; 7] = [
+            None,
+            Some(b"2"),
+            Some(b"longer"),
+            Some(b"long"),
+            Some(b"1"),
+            Some(b"empty"),
+            Some(b"1"),
+        ];
+        assert_eq!(found, want);
+        // Fewer slots than names: only those are filled.
+        let mut two = [None; 2];
+        map.lookup(&names, &mut two);
+        assert_eq!(two, [None, Some(b"2".as_slice())]);
+    }
+
     proptest! {
+        #[test]
+        fn lookup_agrees_with_get(
+            pairs in proptest::collection::vec(("[a-c]{0,3}", "[a-z]{0,4}"), 0..12),
+            names in proptest::collection::vec("[a-c]{0,3}", 0..6),
+        ) {
+            let bytes = encode(&pairs);
+            let map = Map::new(&bytes).unwrap();
+            let mut found = vec![None; names.len()];
+            map.lookup(&Names::new(names.clone()), &mut found);
+            for (name, value) in names.iter().zip(found) {
+                prop_assert_eq!(value, map.get(name));
+            }
+        }
+
         #[test]
         fn any_map_round_trips(pairs in proptest::collection::vec(
             (proptest::collection::vec(any::<u8>(), 0..20), proptest::collection::vec(any::<u8>(), 0..40)),

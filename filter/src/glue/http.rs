@@ -11,12 +11,13 @@
 
 use super::host::{self, Buffer, HeaderMap};
 use super::root::{Job, Shared, tally_resolution};
-use crate::config::Mode;
+use crate::config::{FilterConfig, Mode};
+use crate::decide::Decider;
 use crate::mirror::{
     Answer, BodyDigest, Report, Safety, copy_headers, has_required_pseudo_headers, safety,
 };
 use crate::names::{SHADOW_VALUE, STATE_ID, STATE_VARIANT, Variant};
-use crate::pairs::Map as Headers;
+use crate::pairs::{Map as Headers, Names};
 use crate::tally::Counter;
 use crate::timing::durations_us;
 use std::rc::Rc;
@@ -193,6 +194,25 @@ impl Http {
     }
 }
 
+/// The request headers looked up in one pass: doppel's control headers (variant, id, mirror),
+/// then those the decision reads, when there are at most [`INLINE_VALUES`] of them (more are
+/// looked up one by one).
+pub fn wanted_headers(config: &FilterConfig, decider: &Decider) -> Names {
+    let h = &config.headers;
+    let control = [h.variant.as_str(), h.id.as_str(), h.mirror.as_str()];
+    let needed = decider.needed();
+    let decision = if needed.len() <= INLINE_VALUES {
+        needed
+    } else {
+        &[]
+    };
+    Names::new(
+        control
+            .into_iter()
+            .chain(decision.iter().map(String::as_str)),
+    )
+}
+
 /// A `:status` value, if it is a number.
 pub fn parse_status(value: &[u8]) -> Option<u16> {
     std::str::from_utf8(value).ok()?.parse().ok()
@@ -209,21 +229,14 @@ impl Http {
         let needed = decider.needed();
 
         // One pass over the headers finds doppel's control headers and what the decision reads.
-        let h = &config.headers;
+        let wanted = &shared.wanted;
+        let count = wanted.len();
         let inline = needed.len() <= INLINE_VALUES;
-        let mut names = [""; CONTROL + INLINE_VALUES];
-        names[..CONTROL].copy_from_slice(&[h.variant.as_str(), h.id.as_str(), h.mirror.as_str()]);
-        let mut count = CONTROL;
-        if inline {
-            for name in needed {
-                names[count] = name;
-                count += 1;
-            }
-        }
         let mut found = [None; CONTROL + INLINE_VALUES];
         if let Some(headers) = headers {
-            headers.lookup(&names[..count], &mut found[..count]);
+            headers.lookup(wanted, &mut found[..count]);
         }
+        let h = &config.headers;
 
         if config.trusted_control {
             let variant = match headers {
@@ -236,16 +249,16 @@ impl Http {
                 return;
             }
         } else {
-            for (name, value) in names[..CONTROL].iter().zip(&found[..CONTROL]) {
+            for (name, value) in wanted.iter().zip(&found).take(CONTROL) {
                 // Without a readable copy of the headers, remove blindly: never let one through.
                 if headers.is_none() || value.is_some() {
                     host::set_header(HeaderMap::Request, name, None);
                 }
             }
             // A stripped header is gone for the decision too.
-            for i in CONTROL..count {
-                if names[..CONTROL].contains(&names[i]) {
-                    found[i] = None;
+            for (name, value) in wanted.iter().zip(found.iter_mut()).skip(CONTROL) {
+                if config.is_control_header(name) {
+                    *value = None;
                 }
             }
         }

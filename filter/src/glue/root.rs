@@ -4,14 +4,14 @@
 //! outlives the request, so the shadow's answer is never dropped.
 
 use super::host::{self, Buffer, HeaderMap};
-use super::http::parse_status;
+use super::http::{parse_status, wanted_headers};
 use super::metrics::Metrics;
 use crate::config::{FilterConfig, Mode};
 use crate::decide::{Decider, Rng, Threshold};
 use crate::ids::IdGen;
 use crate::mirror::{Answer, BodyDigest, Book, Resolution};
 use crate::names::Variant;
-use crate::pairs;
+use crate::pairs::{self, Names};
 use crate::tally::{Counter, Tally};
 use crate::timing::durations_us;
 use std::cell::RefCell;
@@ -33,6 +33,8 @@ pub struct Shared {
     pub config: FilterConfig,
     /// The compiled decision.
     pub decider: Decider,
+    /// The request headers read in one pass ([`wanted_headers`]).
+    pub wanted: Names,
     /// Which unchosen (primary) requests are measured; chosen ones always are.
     pub primary_sample: Threshold,
     /// Metric ids.
@@ -144,8 +146,10 @@ impl Root {
             tally: Tally::default(),
             mirror,
         };
+        let decider = Decider::new(&config);
         Ok(Shared {
-            decider: Decider::new(&config),
+            wanted: wanted_headers(&config, &decider),
+            decider,
             primary_sample: Threshold::from_percent(config.primary_sample_percent()),
             metrics: Metrics::new(&config),
             config,

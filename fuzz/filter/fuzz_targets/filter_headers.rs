@@ -7,7 +7,7 @@
 use doppel_filter::config::{ClusterName, MirrorConfig};
 use doppel_filter::decide::cookie_value;
 use doppel_filter::mirror::{Safety, safety};
-use doppel_filter::pairs::{Map, encode};
+use doppel_filter::pairs::{Map, Names, encode};
 use doppel_filter::timing::{MAX_DURATION_US, durations_us};
 use libfuzzer_sys::fuzz_target;
 
@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
         }
         let names = [":path", "x-doppel-variant", "cookie"];
         let mut found = [None; 3];
-        map.lookup(&names, &mut found);
+        map.lookup(&Names::new(names), &mut found);
         for (name, value) in names.iter().zip(found) {
             assert_eq!(value, map.get(name), "{name}");
         }
