@@ -255,7 +255,7 @@ def wrk(url, seconds, connections):
     return done.stdout
 
 
-def measure(args, envoy_bin, wasm, bare_wasm):
+def measure(args, envoy_bin, wasm, split_wasm, bare_wasm):
     workdir = tempfile.mkdtemp(prefix="doppel-bench-")
     upstream = Upstream(args.upstream, workdir)
     # samples[(template, route)] = one dict per round
@@ -272,7 +272,8 @@ def measure(args, envoy_bin, wasm, bare_wasm):
                 upstream.port,
                 workdir,
                 envoy_bin,
-                bare_wasm if template == "bare" else wasm,
+                # The split config gets the split-only build, as the engine pushes it.
+                {"bare": bare_wasm, "split": split_wasm}.get(template, wasm),
             )
         for r in range(args.rounds):
             order = configs[r % len(configs):] + configs[: r % len(configs)]
@@ -496,16 +497,18 @@ def main(argv):
         parser.error("--write needs every configuration and route (no --only or --routes)")
     envoy_bin = os.environ.get("ENVOY_BIN", "")
     wasm = os.environ.get("DOPPEL_WASM", "")
+    split_wasm = os.environ.get("DOPPEL_SPLIT_WASM", "")
     bare_wasm = os.environ.get("DOPPEL_BARE_WASM", "")
     if not os.access(envoy_bin, os.X_OK):
         fail(f"no Envoy at {envoy_bin!r}: run scripts/setup (or set ENVOY_BIN)")
-    if not os.path.isfile(wasm):
-        fail(f"no filter at {wasm!r}: build it (scripts/bench-load does unless DOPPEL_SKIP_FILTER_BUILD=1) or set DOPPEL_WASM")
+    for path, var in ((wasm, "DOPPEL_WASM"), (split_wasm, "DOPPEL_SPLIT_WASM")):
+        if not os.path.isfile(path):
+            fail(f"no filter at {path!r}: build it (scripts/bench-load does unless DOPPEL_SKIP_FILTER_BUILD=1) or set {var}")
     if "bare" in args.only and not os.path.isfile(bare_wasm):
         fail(f"no baseline filter at {bare_wasm!r}: scripts/bench-load builds bench/bare-filter (or set DOPPEL_BARE_WASM)")
     ensure_tools(args)
     args.load_before = os.getloadavg()[0]
-    samples, upstream = measure(args, envoy_bin, wasm, bare_wasm)
+    samples, upstream = measure(args, envoy_bin, wasm, split_wasm, bare_wasm)
     command = "scripts/bench-load " + " ".join(shlex.quote(a) for a in argv[1:])
     text = section(args, samples, upstream, envoy_bin, command.strip())
     sys.stdout.write(text)

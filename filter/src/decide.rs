@@ -257,7 +257,9 @@ pub fn sticky_hash(salt: u64, key: &[u8]) -> u64 {
     mix64(fnv1a(salt, key))
 }
 
-/// A small, fast PRNG (wyrand) kept in VM memory; seeded once per VM.
+/// A small, fast PRNG (SplitMix64) kept in VM memory; seeded once per VM. Only 64-bit
+/// arithmetic: wasm32 has no 64x64-bit to 128-bit multiply, which a generator like wyrand
+/// needs (a library call per draw).
 #[derive(Clone, Debug)]
 pub struct Rng {
     state: u64,
@@ -271,9 +273,11 @@ impl Rng {
 
     /// The next uniformly distributed 64-bit number.
     pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0xa076_1d64_78bd_642f);
-        let t = u128::from(self.state) * u128::from(self.state ^ 0xe703_7ed1_a0b4_28db);
-        ((t >> 64) as u64) ^ (t as u64)
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
     }
 }
 

@@ -53,7 +53,7 @@ impl<'b> Map<'b> {
         let sizes_end = count.checked_mul(8)?.checked_add(4)?;
         let sizes = bytes.get(4..sizes_end)?;
         let mut at = sizes_end;
-        for pair in sizes.chunks_exact(8) {
+        for pair in sizes.as_chunks::<8>().0 {
             let (name, value) = lengths(pair);
             // The name, its NUL, the value, its NUL.
             let name_end = at.checked_add(name)?;
@@ -67,16 +67,17 @@ impl<'b> Map<'b> {
     }
 
     /// The table of lengths (8 bytes per pair) and where the first name starts.
-    fn sizes(&self) -> (&'b [u8], usize) {
+    fn sizes(&self) -> (&'b [[u8; 8]], usize) {
         let end = 4 + 8 * self.count;
-        (self.bytes.get(4..end).unwrap_or_default(), end)
+        let table = self.bytes.get(4..end).unwrap_or_default();
+        (table.as_chunks::<8>().0, end)
     }
 
     /// The pairs in order.
     pub fn iter(&self) -> impl Iterator<Item = (&'b [u8], &'b [u8])> + use<'b> {
         let bytes = self.bytes;
         let (sizes, mut at) = self.sizes();
-        sizes.chunks_exact(8).map(move |pair| {
+        sizes.iter().map(move |pair| {
             // Checked by `new`: every length and NUL is where it should be.
             let (name_len, value_len) = lengths(pair);
             let name = bytes.get(at..at + name_len).unwrap_or_default();
@@ -110,13 +111,13 @@ impl<'b> Map<'b> {
         found.fill(None);
         let bytes = self.bytes;
         let (sizes, mut at) = self.sizes();
-        for pair in sizes.chunks_exact(8) {
+        for pair in sizes {
             let (name_len, value_len) = lengths(pair);
             if names.may_hold(name_len) {
                 let name = bytes.get(at..at + name_len).unwrap_or_default();
                 let value_at = at + name_len + 1;
                 for (wanted, slot) in names.names.iter().zip(found.iter_mut()) {
-                    if slot.is_none() && wanted.as_bytes() == name {
+                    if slot.is_none() && same(wanted.as_bytes(), name) {
                         *slot = bytes.get(value_at..value_at + value_len);
                     }
                 }
@@ -175,13 +176,28 @@ fn length_bit(len: usize) -> u64 {
     1 << len.min(63)
 }
 
-/// The name and value lengths of one entry of the table of lengths (8 bytes).
-fn lengths(pair: &[u8]) -> (usize, usize) {
-    let word = |at: usize| {
-        let b = pair.get(at..at + 4).unwrap_or(&[0; 4]);
-        u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize
-    };
-    (word(0), word(4))
+/// The name and value lengths of one entry of the table of lengths.
+fn lengths(pair: &[u8; 8]) -> (usize, usize) {
+    let [n0, n1, n2, n3, v0, v1, v2, v3] = *pair;
+    (
+        u32::from_le_bytes([n0, n1, n2, n3]) as usize,
+        u32::from_le_bytes([v0, v1, v2, v3]) as usize,
+    )
+}
+
+/// Whether two names are equal, compared eight bytes at a time (`==` on slices is a byte loop
+/// in wasm32's `memcmp`; header names are short).
+fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (a_words, a_rest) = a.as_chunks::<8>();
+    let (b_words, b_rest) = b.as_chunks::<8>();
+    a_words
+        .iter()
+        .zip(b_words)
+        .all(|(x, y)| u64::from_ne_bytes(*x) == u64::from_ne_bytes(*y))
+        && a_rest.iter().zip(b_rest).all(|(x, y)| x == y)
 }
 
 /// The pairs in `bytes`, borrowed, in order; `None` if malformed (see [`Map::new`]).
@@ -270,6 +286,12 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn same_is_equality(a in proptest::collection::vec(0u8..3, 0..20), b in proptest::collection::vec(0u8..3, 0..20)) {
+            prop_assert_eq!(same(&a, &b), a == b);
+            prop_assert!(same(&a, &a.clone()));
+        }
+
         #[test]
         fn lookup_agrees_with_get(
             pairs in proptest::collection::vec(("[a-c]{0,3}", "[a-z]{0,4}"), 0..12),

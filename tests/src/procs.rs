@@ -136,6 +136,39 @@ pub fn filter_wasm() -> PathBuf {
     wasm
 }
 
+/// The filter's split-only build (no `mirror` feature): `$DOPPEL_SPLIT_WASM` (scripts/env.sh
+/// builds it beside the full one), else built (if stale) into `target/split-filter/`.
+pub fn filter_split_wasm() -> PathBuf {
+    if let Some(path) = std::env::var_os("DOPPEL_SPLIT_WASM") {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "DOPPEL_SPLIT_WASM={} is not a file: build both filter modules with `source scripts/env.sh; build_filter`",
+            path.display()
+        );
+        return path;
+    }
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    let wasm = workspace_root().join("target/split-filter/wasm32-wasip1/wasm/doppel_filter.wasm");
+    cargo_build(
+        &[
+            "-p",
+            "doppel-filter",
+            "--target",
+            "wasm32-wasip1",
+            "--profile",
+            "wasm",
+            "--no-default-features",
+            "--target-dir",
+            "target/split-filter",
+        ],
+        &wasm,
+        &["filter", "Cargo.toml", "Cargo.lock"],
+        &BUILT,
+    );
+    wasm
+}
+
 /// The Envoy binary: `$ENVOY_BIN`, else `<workspace>/.tools/bin/envoy`. Panics with what to do
 /// when it is missing: the end-to-end tests need the real Envoy and never skip.
 pub fn envoy_bin() -> PathBuf {

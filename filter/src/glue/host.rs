@@ -20,7 +20,9 @@ pub enum HeaderMap {
 #[derive(Clone, Copy)]
 #[repr(u32)]
 pub enum Buffer {
+    #[cfg(feature = "mirror")]
     RequestBody = 0,
+    #[cfg(feature = "mirror")]
     ResponseBody = 1,
     CallResponseBody = 4,
     PluginConfiguration = 7,

@@ -9,7 +9,9 @@
 //! tick. So the primary's stats are those of its sample, which estimates its error rate and
 //! latency without bias; the shadow's cover all of its requests.
 
-use super::host::{self, Buffer, HeaderMap};
+#[cfg(feature = "mirror")]
+use super::host::Buffer;
+use super::host::{self, HeaderMap};
 use super::root::{Job, Shared, tally_resolution};
 use crate::config::{FilterConfig, Mode};
 use crate::decide::Decider;
@@ -50,7 +52,8 @@ pub struct Http {
     /// When the request's headers arrived, if it is measured.
     start_ns: Option<u64>,
     responded: bool,
-    copy: Option<Copy>,
+    /// Boxed: few requests have one, and every request's context is moved into the registry.
+    copy: Option<Box<Copy>>,
 }
 
 impl Http {
@@ -146,7 +149,7 @@ impl Http {
         } else {
             copy.pending = Some((job, body_len));
         }
-        self.copy = Some(copy);
+        self.copy = Some(Box::new(copy));
     }
 
     fn count(&self, counter: Counter) {
@@ -301,6 +304,7 @@ impl Http {
     }
 
     /// A chunk of the request body: collected while a copy waits for its body.
+    #[cfg(feature = "mirror")]
     pub fn request_body(&mut self, size: usize, end_of_stream: bool) {
         let Some(copy) = self.copy.as_mut() else {
             return;
@@ -373,6 +377,7 @@ impl Http {
     }
 
     /// A chunk of the response body: digested while a copy compares bodies.
+    #[cfg(feature = "mirror")]
     pub fn response_body(&mut self, size: usize, end_of_stream: bool) {
         let Some(copy) = self.copy.as_mut() else {
             return;

@@ -7,6 +7,8 @@
 //! `proxy_on_log`, `proxy_on_done`, trailers or metadata callbacks. A request costs Envoy five
 //! calls into the VM (context create, request headers, response headers, one per response body
 //! chunk, delete), and the filter makes as few calls back as its config needs (see [`http`]).
+//! Built without the `mirror` feature (doppel_filter_split.wasm), the module exports no body
+//! callbacks: it splits only, and a request costs four calls whatever its body.
 //!
 //! - [`root`]: the root context: parses the config, owns the per-VM state, publishes counters
 //!   on its tick, dispatches mirror copies and receives their answers.
@@ -163,6 +165,7 @@ pub extern "C" fn proxy_on_request_headers(id: u32, _headers: usize, end_of_stre
 }
 
 /// A chunk of a request's body (read only by a mirror copy that carries the body).
+#[cfg(feature = "mirror")]
 #[unsafe(no_mangle)]
 pub extern "C" fn proxy_on_request_body(id: u32, size: usize, end_of_stream: u32) -> u32 {
     with_stream(id, (), |s| s.request_body(size, end_of_stream != 0));
@@ -177,6 +180,7 @@ pub extern "C" fn proxy_on_response_headers(id: u32, _headers: usize, end_of_str
 }
 
 /// A chunk of a response's body (read only when a mirror compares bodies).
+#[cfg(feature = "mirror")]
 #[unsafe(no_mangle)]
 pub extern "C" fn proxy_on_response_body(id: u32, size: usize, end_of_stream: u32) -> u32 {
     with_stream(id, (), |s| s.response_body(size, end_of_stream != 0));

@@ -43,6 +43,9 @@ pub struct Shared {
     pub state: RefCell<State>,
 }
 
+/// The name of the build without the `mirror` feature.
+const SPLIT_BUILD: &str = "doppel_filter_split.wasm";
+
 /// Per-VM mutable state.
 pub struct State {
     /// The PRNG for requests without a sticky key.
@@ -123,6 +126,11 @@ impl Root {
 
     fn parse_config(&self, bytes: &[u8]) -> Result<Shared, String> {
         let config = FilterConfig::parse(bytes).map_err(|e| e.to_string())?;
+        if !cfg!(feature = "mirror") && config.mode == Mode::Mirror {
+            return Err(format!(
+                "mode mirror: this build of the filter ({SPLIT_BUILD}) splits only; load doppel_filter.wasm to mirror"
+            ));
+        }
         let seed = host::random_seed(self.context_id);
         let mut rng_seed = [0u8; 8];
         rng_seed.copy_from_slice(&seed[..8]);

@@ -58,6 +58,7 @@ fn node(services: Vec<ServiceInputs>) -> NodeInputs {
         steering: Steering::FullAds,
         filter: FilterKind::Wasm {
             path: "/etc/envoy/doppel_filter.wasm".to_owned(),
+            split_path: None,
         },
         services,
         access_log: Some("doppel_accesslog".to_owned()),

@@ -2,7 +2,8 @@
 //!
 //! ```yaml
 //! steering: full_ads          # or filter_only
-//! filter: { kind: none }      # or { kind: wasm, path: /etc/doppel/doppel.wasm }
+//! filter: { kind: none }      # or { kind: wasm, path: /etc/doppel/doppel_filter.wasm,
+//!                             #      split_path: /etc/doppel/doppel_filter_split.wasm }
 //! nodes: [envoy-1]            # Envoy node ids served
 //! access_log_cluster: doppel_engine   # optional, full ADS: access logs (sample ids) to the engine
 //! services:
@@ -200,9 +201,26 @@ mod tests {
         assert_eq!(
             setup.filter,
             FilterKind::Wasm {
-                path: "/f.wasm".into()
+                path: "/f.wasm".into(),
+                split_path: None,
             }
         );
+        let both = load_text(
+            "steering: filter_only\nnodes: [e1]\nfilter: { kind: wasm, path: /f.wasm, split_path: /s.wasm }\nservices: []\n",
+        )
+        .expect("loads");
+        assert_eq!(
+            both.filter,
+            FilterKind::Wasm {
+                path: "/f.wasm".into(),
+                split_path: Some("/s.wasm".into()),
+            }
+        );
+        let misspelt = load_text(
+            "steering: filter_only\nnodes: [e1]\nfilter: { kind: wasm, path: /f.wasm, split: /s.wasm }\nservices: []\n",
+        )
+        .unwrap_err();
+        assert!(misspelt.contains("split"), "{misspelt}");
         assert_eq!(setup.services["checkout"].endpoints["v1"].len(), 1);
 
         let no_listener = load_text("nodes: [e1]\nservices:\n  - policy: p.yaml\n").unwrap_err();

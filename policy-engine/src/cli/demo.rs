@@ -60,6 +60,10 @@ pub struct DemoArgs {
     /// The doppel filter (`doppel_filter.wasm`, built for wasm32-wasip1).
     #[arg(long, env = "DOPPEL_WASM")]
     pub wasm: PathBuf,
+    /// The filter's split-only build (`doppel_filter_split.wasm`), pushed while the filter
+    /// splits or is off (the serve config's `split_path`).
+    #[arg(long, env = "DOPPEL_SPLIT_WASM")]
+    pub split_wasm: Option<PathBuf>,
     /// The demo upstream binary (default: `doppel-demo-upstream` beside this binary).
     #[arg(long, env = "DOPPEL_UPSTREAM_BIN")]
     pub upstream: Option<PathBuf>,
@@ -103,6 +107,7 @@ struct Binaries {
     upstream: PathBuf,
     envoy: PathBuf,
     wasm: PathBuf,
+    split_wasm: Option<PathBuf>,
 }
 
 fn binaries(args: &DemoArgs) -> Result<Binaries, String> {
@@ -124,6 +129,14 @@ fn binaries(args: &DemoArgs) -> Result<Binaries, String> {
             args.wasm.display()
         ));
     }
+    if let Some(split) = &args.split_wasm
+        && !split.is_file()
+    {
+        return Err(format!(
+            "no split-only filter at {}: build it (`cargo build -p doppel-filter --target wasm32-wasip1 --profile wasm --no-default-features`, then copy doppel_filter.wasm to that name) or leave out --split-wasm",
+            split.display()
+        ));
+    }
     if args.envoy.components().count() > 1 && !args.envoy.is_file() {
         return Err(format!(
             "no Envoy at {}: run scripts/setup or pass --envoy",
@@ -135,6 +148,7 @@ fn binaries(args: &DemoArgs) -> Result<Binaries, String> {
         upstream,
         envoy: args.envoy.clone(),
         wasm: args.wasm.clone(),
+        split_wasm: args.split_wasm.clone(),
     })
 }
 
@@ -211,10 +225,14 @@ async fn run(args: DemoArgs) -> Result<bool, String> {
     write(
         &dir.join("serve.yaml"),
         &format!(
-            "# Written by `doppel demo`.\nsteering: full_ads\nfilter: {{ kind: wasm, path: {wasm} }}\n\
+            "# Written by `doppel demo`.\nsteering: full_ads\nfilter: {{ kind: wasm, path: {wasm}{split} }}\n\
              nodes: [{NODE}]\naccess_log_cluster: doppel_engine\nservices:\n  - policy: policy.yaml\n    listener: {front}\n    \
              endpoints:\n      checkout-v1: [\"{p}\"]\n      checkout-v2: [\"{s}\"]\n",
             wasm = quoted(&bins.wasm.display().to_string()),
+            split = bins.split_wasm.as_ref().map_or(String::new(), |s| format!(
+                ", split_path: {}",
+                quoted(&s.display().to_string())
+            )),
             p = primary.address,
             s = shadow.address,
         ),

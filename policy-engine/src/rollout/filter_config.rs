@@ -17,15 +17,21 @@ use crate::xds::build::{extension_config, pack};
 
 /// How the filter's config is packed for ECDS.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum FilterKind {
     /// No filter in the listener (full ADS only): routes alone steer.
     #[default]
     None,
     /// The doppel Wasm filter loaded from `path`.
     Wasm {
-        /// The `.wasm` file on Envoy's host.
+        /// The `.wasm` file on Envoy's host (doppel_filter.wasm: splits and mirrors).
         path: String,
+        /// The split-only build on Envoy's host (doppel_filter_split.wasm), pushed instead of
+        /// `path` while the filter splits or is off: it exports no body callbacks, so Envoy
+        /// calls into it one time less per request with a body. A switch between mirroring and
+        /// splitting then loads the other module (Envoy starts a new VM for it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        split_path: Option<String>,
     },
 }
 
@@ -43,13 +49,18 @@ impl FilterKind {
         let text = config.to_string();
         match self {
             FilterKind::None => None,
-            FilterKind::Wasm { path } => {
+            FilterKind::Wasm { path, split_path } => {
+                let mirrors = config.get("mode").and_then(Value::as_str) == Some("mirror");
+                let code = match split_path {
+                    Some(split) if !mirrors => split,
+                    _ => path,
+                };
                 let vm = VmConfig {
                     vm_id: "doppel".to_owned(),
                     runtime: "envoy.wasm.runtime.v8".to_owned(),
                     code: Some(AsyncDataSource {
                         specifier: Some(AsyncSpecifier::Local(DataSource {
-                            specifier: Some(Specifier::Filename(path.clone())),
+                            specifier: Some(Specifier::Filename(code.clone())),
                             ..Default::default()
                         })),
                     }),
@@ -87,5 +98,58 @@ pub fn filter_config(policy: &Policy, state: &TrafficState) -> Value {
             tracing::error!(service = %policy.service, error = %e, "filter config refused; filter off");
             json!({ "service": policy.service, "mode": "off", "percent": 0.0 })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    /// The module file the pushed extension loads.
+    fn module(kind: &FilterKind, mode: &str) -> String {
+        let config = json!({ "service": "cart", "mode": mode, "percent": 1.0 });
+        let extension = kind
+            .extension("doppel-cart", &config)
+            .expect("a Wasm filter");
+        let any = extension.typed_config.expect("typed config");
+        assert_eq!(any.type_url, Wasm::type_url());
+        let wasm = Wasm::decode(any.value.as_slice()).expect("decodes");
+        let plugin = wasm.config.expect("plugin config");
+        let Some(plugin_config::Vm::VmConfig(vm)) = plugin.vm else {
+            panic!("no VM config");
+        };
+        let code = vm.code.and_then(|c| c.specifier);
+        let Some(AsyncSpecifier::Local(DataSource {
+            specifier: Some(Specifier::Filename(file)),
+            ..
+        })) = code
+        else {
+            panic!("no local file: {code:?}");
+        };
+        file
+    }
+
+    #[test]
+    fn the_split_build_is_pushed_unless_the_filter_mirrors() {
+        let both = FilterKind::Wasm {
+            path: "/f/doppel_filter.wasm".into(),
+            split_path: Some("/f/doppel_filter_split.wasm".into()),
+        };
+        assert_eq!(module(&both, "split"), "/f/doppel_filter_split.wasm");
+        assert_eq!(module(&both, "off"), "/f/doppel_filter_split.wasm");
+        assert_eq!(module(&both, "mirror"), "/f/doppel_filter.wasm");
+        let one = FilterKind::Wasm {
+            path: "/f/doppel_filter.wasm".into(),
+            split_path: None,
+        };
+        for mode in ["split", "off", "mirror"] {
+            assert_eq!(module(&one, mode), "/f/doppel_filter.wasm", "{mode}");
+        }
+        assert!(
+            FilterKind::None
+                .extension("doppel-cart", &json!({}))
+                .is_none()
+        );
     }
 }

@@ -298,6 +298,7 @@ fn inputs(steering: Steering, route_weight: f64) -> NodeInputs {
         steering,
         filter: FilterKind::Wasm {
             path: "/f.wasm".into(),
+            split_path: None,
         },
         services: vec![ServiceInputs {
             filter_config: filter_config(&p, &state),

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use doppel_tests::procs::filter_wasm;
+use doppel_tests::procs::{filter_split_wasm, filter_wasm};
 use doppel_tests::rollout_support::{
     Engine, eventually, filter_only_bootstrap, free_port, policy_yaml,
 };
@@ -240,6 +240,25 @@ async fn served_filter_config(envoy: &Envoy) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// The `.wasm` file of the doppel filter config Envoy serves.
+async fn served_module(envoy: &Envoy) -> String {
+    let text = envoy
+        .admin("/config_dump?resource=ecds_filters")
+        .await
+        .expect("ECDS config dump");
+    let dump: Value = serde_json::from_str(&text).expect("config dump is JSON");
+    let configs = dump["configs"].as_array().cloned().unwrap_or_default();
+    configs
+        .iter()
+        .map(|c| &c["ecds_filter"])
+        .find(|f| f["name"] == "doppel.checkout")
+        .and_then(|f| {
+            f["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"].as_str()
+        })
+        .unwrap_or_default()
+        .to_owned()
+}
+
 async fn wait_filter(envoy: &Envoy, mode: &str, percent: f64) {
     eventually(
         XDS_WAIT,
@@ -282,14 +301,16 @@ async fn rollout_filter_only_rollback_over_ecds_and_a_nack_is_reported() {
         policy_yaml(&[(10.0, "1h"), (50.0, "1h")]),
     )
     .expect("policy");
-    let serve = |wasm: &Path| {
+    // Off and split: the engine pushes the split-only build.
+    let serve = |wasm: &Path, split: &Path| {
         format!(
-            "steering: filter_only\nfilter: {{ kind: wasm, path: \"{}\" }}\nnodes: [{NODE}]\nservices:\n  - policy: policy.yaml\n",
-            wasm.display()
+            "steering: filter_only\nfilter: {{ kind: wasm, path: \"{}\", split_path: \"{}\" }}\nnodes: [{NODE}]\nservices:\n  - policy: policy.yaml\n",
+            wasm.display(),
+            split.display()
         )
     };
     let config = dir.path().join("serve.yaml");
-    std::fs::write(&config, serve(&filter_wasm())).expect("serve config");
+    std::fs::write(&config, serve(&filter_wasm(), &filter_split_wasm())).expect("serve config");
     let store = dir.path().join("state.redb");
     let xds_port = free_port();
     let engine = Engine::start(dir.path(), &config, &store, xds_port).expect("doppel serve");
@@ -317,6 +338,11 @@ async fn rollout_filter_only_rollback_over_ecds_and_a_nack_is_reported() {
         String::from_utf8_lossy(&out.stderr)
     );
     wait_filter(&envoy, "split", 10.0).await;
+    assert_eq!(
+        served_module(&envoy).await,
+        filter_split_wasm().display().to_string(),
+        "a splitting filter is the split-only build"
+    );
     // The filter now routes about 10% to the shadow through the mesh's own header route.
     let (to_primary, to_shadow) = drive_listener(listener, 4 * REQUESTS, &primary, &shadow).await;
     assert!(
@@ -368,7 +394,8 @@ async fn rollout_filter_only_rollback_over_ecds_and_a_nack_is_reported() {
     // Restart with a filter Envoy cannot load (the .wasm path does not exist): Envoy rejects
     // the ECDS update, keeps the last good config, and status says so.
     engine.kill();
-    std::fs::write(&config, serve(Path::new("/nonexistent/doppel.wasm"))).expect("serve config");
+    let missing = Path::new("/nonexistent/doppel.wasm");
+    std::fs::write(&config, serve(missing, missing)).expect("serve config");
     let engine = Engine::start(dir.path(), &config, &store, xds_port).expect("restarted");
     let rejected = eventually(XDS_WAIT, "the NACK in rollout status", || async {
         let status = engine.status("checkout");

@@ -5,10 +5,15 @@
 
 use doppel_tests::host::support::get;
 use doppel_tests::host::{Crossings, Host};
+use doppel_tests::procs::filter_split_wasm;
 
 /// A split config keyed by `x-user-id` at 1%, measuring `sample` percent of primary requests.
 fn configured(sample: f64) -> anyhow::Result<Host> {
-    let mut host = Host::load_filter()?;
+    configure(Host::load_filter()?, sample)
+}
+
+/// `host`'s filter with [`configured`]'s config.
+fn configure(mut host: Host, sample: f64) -> anyhow::Result<Host> {
     let config = format!(
         r#"{{"service":"cart","mode":"split","percent":1,"sticky":{{"header":"x-user-id"}},"primary_sample_percent":{sample}}}"#
     );
@@ -40,7 +45,11 @@ fn unchosen_user(host: &mut Host) -> anyhow::Result<String> {
 
 /// The calls of one unchosen request, with `sample` percent of primary requests measured.
 fn unchosen_calls(sample: f64) -> anyhow::Result<Crossings> {
-    let mut host = configured(sample)?;
+    unchosen_calls_of(configured(sample)?)
+}
+
+/// The calls of one unchosen request through `host`.
+fn unchosen_calls_of(mut host: Host) -> anyhow::Result<Crossings> {
     let user = unchosen_user(&mut host)?;
     let (calls, chosen) = one_request(&mut host, &user)?;
     assert!(!chosen, "{user} was chosen the second time");
@@ -57,6 +66,20 @@ fn host_calls_an_unmeasured_request_reads_its_headers_once_and_nothing_else() ->
             // over, response headers, response body, delete
             into_vm: 6,
             // every request header in one call
+            out_of_vm: 1,
+        }
+    );
+    Ok(())
+}
+
+#[test]
+fn host_calls_the_split_only_build_is_not_called_for_the_body() -> anyhow::Result<()> {
+    let host = configure(Host::load(filter_split_wasm())?, 0.0)?;
+    assert_eq!(
+        unchosen_calls_of(host)?,
+        Crossings {
+            // as the full build, without the response body's callback
+            into_vm: 5,
             out_of_vm: 1,
         }
     );

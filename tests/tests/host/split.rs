@@ -206,3 +206,65 @@ fn host_split_removes_client_sent_control_headers() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn host_split_only_build_chooses_and_counts_as_the_full_build_and_refuses_to_mirror()
+-> anyhow::Result<()> {
+    let config = split(
+        5.0,
+        r#","sticky":{"header":"x-user-id"},"primary_sample_percent":100"#,
+    );
+    let mut full = configured(&config)?;
+    let mut split_only = Host::load(doppel_tests::procs::filter_split_wasm())?;
+    anyhow::ensure!(split_only.configure(&config)?, "{:?}", split_only.logs());
+    let mut chosen = 0;
+    for i in 0..400 {
+        let user = format!("user-{i}");
+        let headers = get("/items", &[("x-user-id", user.as_str())]);
+        let ends: Vec<Finished> = [&mut full, &mut split_only]
+            .into_iter()
+            .map(|host| {
+                host.request(&headers)?
+                    .respond_with_body(if i % 7 == 0 { 503 } else { 200 }, &[], b"a body")?
+                    .finish()
+            })
+            .collect::<anyhow::Result<_>>()?;
+        assert_eq!(ends[0].cluster, ends[1].cluster, "{user}");
+        assert_eq!(
+            ends[0].upstream_header("x-doppel-variant"),
+            ends[1].upstream_header("x-doppel-variant"),
+            "{user}"
+        );
+        chosen += u64::from(shadowed(&ends[1]));
+    }
+    assert!((5..=45).contains(&chosen), "5% of 400 users: {chosen}");
+    for host in [&mut full, &mut split_only] {
+        host.advance(std::time::Duration::from_secs(2))?;
+    }
+    for variant in ["primary", "shadow"] {
+        for stat in ["rq_total", "rq_5xx"] {
+            let name = format!("doppel.cart.{variant}.{stat}");
+            assert_eq!(full.counter(&name), split_only.counter(&name), "{name}");
+        }
+    }
+    assert_eq!(
+        split_only.counter("doppel.cart.shadow.rq_total"),
+        Some(i64::try_from(chosen)?)
+    );
+    assert!(split_only.counter("doppel.cart.primary.rq_5xx") > Some(0));
+
+    // Mirroring needs the body callbacks this build does not export: refused, saying which
+    // module to load.
+    let mut mirror_attempt = Host::load(doppel_tests::procs::filter_split_wasm())?;
+    let mirror = r#"{"service":"cart","mode":"mirror","percent":1,"mirror":{"cluster":"shadow"}}"#;
+    assert!(!mirror_attempt.configure(mirror)?);
+    assert!(
+        mirror_attempt.logged(
+            doppel_tests::host::LogLevel::Error,
+            "splits only; load doppel_filter.wasm to mirror"
+        ),
+        "{:?}",
+        mirror_attempt.logs()
+    );
+    Ok(())
+}
