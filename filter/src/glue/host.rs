@@ -5,6 +5,9 @@
 //! does itself; so does every value the host hands back, which it places in VM memory through
 //! [`super::proxy_on_memory_allocate`]. The callers keep these to what a request needs.
 
+use std::cell::{Cell, UnsafeCell};
+use std::mem::MaybeUninit;
+use std::ops::Deref;
 use std::ptr::null_mut;
 
 /// Which header map a call reads or writes (the ABI's `MapType`).
@@ -142,10 +145,133 @@ pub fn header(map: HeaderMap, name: &str) -> Option<Vec<u8>> {
     fetch(|d, s| unsafe { proxy_get_header_map_value(map as u32, name.as_ptr(), name.len(), d, s) })
 }
 
-/// Every header of a map in one call, serialized as [`crate::pairs`] reads them.
-pub fn header_pairs(map: HeaderMap) -> Vec<u8> {
+/// Every header of a map in one call, serialized as [`crate::pairs`] reads them (empty on any
+/// error). Lands in the scratch buffer when it is free and the map fits, so the request's one
+/// read costs no allocation.
+pub fn header_pairs(map: HeaderMap) -> HostBytes {
+    let mut data: *mut u8 = null_mut();
+    let mut size: usize = 0;
+    SCRATCH.with(|s| s.wanted.set(true));
     // SAFETY: pointers describe live out-parameters.
-    fetch(|d, s| unsafe { proxy_get_header_map_pairs(map as u32, d, s) }).unwrap_or_default()
+    let status = unsafe { proxy_get_header_map_pairs(map as u32, &mut data, &mut size) };
+    SCRATCH.with(|s| s.wanted.set(false));
+    // SAFETY: on any answer, the host only ever wrote a pointer it allocated for this call.
+    let bytes = unsafe { HostBytes::take(data, size) };
+    if status == OK {
+        bytes
+    } else {
+        HostBytes::empty()
+    }
+}
+
+/// Size of the scratch buffer: a request's headers fit in it.
+const SCRATCH_BYTES: usize = 8192;
+
+/// One buffer, reused, for the header maps the filter reads in one call (one per request).
+struct Scratch {
+    bytes: UnsafeCell<[MaybeUninit<u8>; SCRATCH_BYTES]>,
+    /// Set around a call whose answer may land here.
+    wanted: Cell<bool>,
+    /// Lent to a live [`HostBytes`].
+    busy: Cell<bool>,
+}
+
+thread_local! {
+    static SCRATCH: Scratch = const {
+        Scratch {
+            bytes: UnsafeCell::new([const { MaybeUninit::uninit() }; SCRATCH_BYTES]),
+            wanted: Cell::new(false),
+            busy: Cell::new(false),
+        }
+    };
+}
+
+impl Scratch {
+    fn base(&self) -> *mut u8 {
+        self.bytes.get().cast()
+    }
+}
+
+/// Memory for `size` bytes the host hands over: the scratch buffer when a call asked for it and
+/// it is free, else a boxed slice of exactly `size` bytes (taken back by [`HostBytes`] or
+/// `Vec::from_raw_parts(ptr, size, size)`).
+pub fn allocate(size: usize) -> *mut u8 {
+    let scratch = SCRATCH.with(|s| {
+        (s.wanted.get() && !s.busy.get() && size <= SCRATCH_BYTES).then(|| {
+            s.wanted.set(false);
+            s.busy.set(true);
+            s.base()
+        })
+    });
+    if let Some(ptr) = scratch {
+        return ptr;
+    }
+    let mut bytes: Vec<MaybeUninit<u8>> = Vec::with_capacity(size);
+    // SAFETY: the capacity is `size`; the host writes every byte before the VM reads them.
+    unsafe { bytes.set_len(size) };
+    Box::into_raw(bytes.into_boxed_slice()) as *mut u8
+}
+
+/// Bytes the host placed in VM memory: in the scratch buffer (released on drop) or on the heap
+/// (freed on drop).
+pub struct HostBytes {
+    ptr: *mut u8,
+    len: usize,
+    scratch: bool,
+}
+
+impl HostBytes {
+    /// No bytes.
+    pub fn empty() -> HostBytes {
+        HostBytes {
+            ptr: null_mut(),
+            len: 0,
+            scratch: false,
+        }
+    }
+
+    /// Takes the bytes at `data`.
+    ///
+    /// # Safety
+    /// `data` is null or was returned by [`allocate`] for this call, with `size`.
+    unsafe fn take(data: *mut u8, size: usize) -> HostBytes {
+        if data.is_null() {
+            return HostBytes::empty();
+        }
+        let scratch = SCRATCH.with(|s| s.base() == data);
+        HostBytes {
+            ptr: data,
+            len: size,
+            scratch,
+        }
+    }
+}
+
+impl Deref for HostBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        if self.ptr.is_null() {
+            return &[];
+        }
+        // SAFETY: the host wrote `len` bytes at `ptr`, which stay ours (the scratch stays lent,
+        // the heap slice unfreed) until drop.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl Drop for HostBytes {
+    fn drop(&mut self) {
+        if self.ptr.is_null() {
+            return;
+        }
+        if self.scratch {
+            SCRATCH.with(|s| s.busy.set(false));
+        } else {
+            // SAFETY: a boxed slice of exactly `len` bytes from `allocate`, freed once.
+            drop(unsafe { Vec::from_raw_parts(self.ptr, self.len, self.len) });
+        }
+    }
 }
 
 /// Sets (or, with `None`, removes) a header.

@@ -28,7 +28,6 @@ use root::Root;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::mem::MaybeUninit;
 
 /// Hashes a context id with one multiplication (Fibonacci hashing): ids are small distinct
 /// integers the host hands out, so a keyed hash would only cost time on every callback.
@@ -110,14 +109,10 @@ pub extern "C" fn _initialize() {
 #[unsafe(no_mangle)]
 pub extern "C" fn proxy_abi_version_0_2_1() {}
 
-/// Memory for a value the host hands to the VM: a boxed slice of exactly `size` bytes, which
-/// [`host`] takes back with `Vec::from_raw_parts(ptr, size, size)`.
+/// Memory for a value the host hands to the VM ([`host::allocate`]).
 #[unsafe(no_mangle)]
 pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
-    let mut bytes: Vec<MaybeUninit<u8>> = Vec::with_capacity(size);
-    // SAFETY: the capacity is `size`; the host writes every byte before the VM reads them.
-    unsafe { bytes.set_len(size) };
-    Box::into_raw(bytes.into_boxed_slice()) as *mut u8
+    host::allocate(size)
 }
 
 /// A new context: a root (`parent` 0) or a request under root `parent`.

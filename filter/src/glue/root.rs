@@ -212,7 +212,7 @@ impl Root {
         // Every header of the answer in one call: status, upstream time and server-timing from one
         // copy (a handful of headers costs less than reading one value: bench-instructions' probes).
         let raw = if num_headers == 0 {
-            Vec::new()
+            host::HostBytes::empty()
         } else {
             host::header_pairs(HeaderMap::CallResponse)
         };
