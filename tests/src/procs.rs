@@ -34,7 +34,7 @@ pub fn target_dir() -> PathBuf {
 /// `scripts/test` built everything does not queue for Cargo's lock behind other builds). Tests
 /// thus never run against a stale build of a crate they exercise.
 fn cargo_build(
-    args: &'static [&'static str],
+    args: &[&str],
     artifact: &Path,
     sources: &[&str],
     cell: &'static OnceLock<Result<(), String>>,
@@ -109,64 +109,63 @@ pub fn demo_upstream_bin() -> PathBuf {
 /// The filter's `.wasm`: `$DOPPEL_WASM`, else built (if stale) with
 /// `--target wasm32-wasip1 --profile wasm`.
 pub fn filter_wasm() -> PathBuf {
-    if let Some(path) = std::env::var_os("DOPPEL_WASM") {
-        let path = PathBuf::from(path);
-        assert!(
-            path.is_file(),
-            "DOPPEL_WASM={} is not a file: build the filter with `cargo build -p doppel-filter --target wasm32-wasip1 --profile wasm`",
-            path.display()
-        );
-        return path;
-    }
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
-    let wasm = target_dir().join("wasm32-wasip1/wasm/doppel_filter.wasm");
-    cargo_build(
-        &[
-            "-p",
-            "doppel-filter",
-            "--target",
-            "wasm32-wasip1",
-            "--profile",
-            "wasm",
-        ],
-        &wasm,
-        &["filter", "Cargo.toml", "Cargo.lock"],
+    filter_module(
+        "DOPPEL_WASM",
+        target_dir().join("wasm32-wasip1/wasm/doppel_filter.wasm"),
+        &[],
         &BUILT,
-    );
-    wasm
+    )
 }
 
 /// The filter's split-only build (no `mirror` feature): `$DOPPEL_SPLIT_WASM` (scripts/env.sh
 /// builds it beside the full one), else built (if stale) into `target/split-filter/`.
 pub fn filter_split_wasm() -> PathBuf {
-    if let Some(path) = std::env::var_os("DOPPEL_SPLIT_WASM") {
-        let path = PathBuf::from(path);
-        assert!(
-            path.is_file(),
-            "DOPPEL_SPLIT_WASM={} is not a file: build both filter modules with `source scripts/env.sh; build_filter`",
-            path.display()
-        );
-        return path;
-    }
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
-    let wasm = workspace_root().join("target/split-filter/wasm32-wasip1/wasm/doppel_filter.wasm");
-    cargo_build(
+    filter_module(
+        "DOPPEL_SPLIT_WASM",
+        workspace_root().join("target/split-filter/wasm32-wasip1/wasm/doppel_filter.wasm"),
         &[
-            "-p",
-            "doppel-filter",
-            "--target",
-            "wasm32-wasip1",
-            "--profile",
-            "wasm",
             "--no-default-features",
             "--target-dir",
             "target/split-filter",
         ],
-        &wasm,
-        &["filter", "Cargo.toml", "Cargo.lock"],
         &BUILT,
+    )
+}
+
+/// A build of the filter: the file `$var` names, else `artifact`, built (if stale) with the
+/// filter's build arguments and `extra`.
+fn filter_module(
+    var: &str,
+    artifact: PathBuf,
+    extra: &[&str],
+    built: &'static OnceLock<Result<(), String>>,
+) -> PathBuf {
+    if let Some(path) = std::env::var_os(var) {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "{var}={} is not a file: build the filter with `source scripts/env.sh; build_filter`",
+            path.display()
+        );
+        return path;
+    }
+    let filter = [
+        "-p",
+        "doppel-filter",
+        "--target",
+        "wasm32-wasip1",
+        "--profile",
+        "wasm",
+    ];
+    cargo_build(
+        &[&filter[..], extra].concat(),
+        &artifact,
+        &["filter", "Cargo.toml", "Cargo.lock"],
+        built,
     );
-    wasm
+    artifact
 }
 
 /// The Envoy binary: `$ENVOY_BIN`, else `<workspace>/.tools/bin/envoy`. Panics with what to do
