@@ -339,7 +339,7 @@ def main(argv):
     text = section(args, rows, envoy_bin, command.strip())
     sys.stdout.write(text)
     if args.write:
-        load.write_section(text, SECTION)
+        say(f"wrote the section to {load.write_section(text, SECTION)}")
 
 
 if __name__ == "__main__":

@@ -450,7 +450,7 @@ def write_section(text, title=SECTION):
         doc = doc[:start] + text + ("\n" + doc[end:] if nxt else "")
     with open(path, "w") as f:
         f.write(doc)
-    say(f"wrote the section to {path}")
+    return path
 
 
 def ensure_tools(args):
@@ -513,7 +513,7 @@ def main(argv):
     text = section(args, samples, upstream, envoy_bin, command.strip())
     sys.stdout.write(text)
     if args.write:
-        write_section(text)
+        say(f"wrote the section to {write_section(text)}")
 
 
 if __name__ == "__main__":
