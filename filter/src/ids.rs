@@ -6,6 +6,8 @@
 //! restart) share a prefix only with probability 2^-64.
 
 use crate::decide::mix64;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// A doppel request id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -21,9 +23,12 @@ impl Id {
     pub fn hex(self) -> IdHex {
         const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut out = [0u8; 32];
-        for (i, slot) in out.iter_mut().enumerate() {
-            let nibble = (self.0 >> (124 - 4 * i)) & 0xf;
-            *slot = DIGITS[nibble as usize];
+        // Half by half: 64-bit shifts (a 128-bit shift is a library call on wasm32).
+        let halves = [(self.0 >> 64) as u64, self.0 as u64];
+        for (half, digits) in halves.into_iter().zip(out.chunks_exact_mut(16)) {
+            for (i, slot) in digits.iter_mut().enumerate() {
+                *slot = DIGITS[((half >> (60 - 4 * i)) & 0xf) as usize];
+            }
         }
         IdHex(out)
     }
@@ -76,6 +81,36 @@ impl IdGen {
     }
 }
 
+/// Hashes the small distinct integers the filter keys its maps by (context ids, callout tokens,
+/// comparison sequence numbers) with one multiplication (Fibonacci hashing): a keyed hash would
+/// only cost time on every lookup, and no key comes from a client.
+#[derive(Default)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+        self.0 = self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn write_u32(&mut self, id: u32) {
+        self.write_u64(u64::from(id));
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// A map keyed by such integers.
+pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +134,20 @@ mod tests {
             }
         }
         assert_eq!(seen.len(), 1_000_000);
+    }
+
+    #[test]
+    fn id_maps_keep_every_key_sequential_or_sparse() {
+        let mut map: IdMap<u64, u64> = IdMap::default();
+        let keys: Vec<u64> = (0..5_000).chain((1..=5_000).map(|i| i << 40 | 7)).collect();
+        for &k in &keys {
+            assert!(map.insert(k, k ^ 1).is_none(), "{k} twice");
+        }
+        assert_eq!(map.len(), keys.len());
+        for &k in &keys {
+            assert_eq!(map.remove(&k), Some(k ^ 1));
+        }
+        assert!(map.is_empty());
     }
 
     #[test]

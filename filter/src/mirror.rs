@@ -9,7 +9,7 @@
 
 use crate::config::MirrorConfig;
 use crate::decide::fnv1a;
-use std::collections::HashMap;
+use crate::ids::IdMap;
 
 /// Why a chosen request is or is not copied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,34 +77,36 @@ const DROPPED_ON_COPY: &[&str] = &[
 ];
 
 /// The headers of a copy: the request's own, minus hop-by-hop and control headers, with the
-/// authority replaced if configured, and the id and mirror marker added.
-pub fn copy_headers(
-    request: Vec<(String, Vec<u8>)>,
-    authority: Option<&str>,
+/// authority replaced if configured, and the id and mirror marker added. Borrows from its
+/// inputs: the copy is serialized ([`crate::pairs::encode`]) straight from this list.
+pub fn copy_headers<'a>(
+    request: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+    authority: Option<&'a str>,
     control: [&str; 3],
-    id: (&str, &[u8]),
-    marker: &str,
-) -> Vec<(String, Vec<u8>)> {
-    let mut out: Vec<(String, Vec<u8>)> = request
-        .into_iter()
-        .filter(|(k, _)| {
-            let replaced = authority.is_some() && k == ":authority";
-            !(replaced || DROPPED_ON_COPY.contains(&k.as_str()) || control.contains(&k.as_str()))
-        })
-        .collect();
+    id: (&'a str, &'a [u8]),
+    marker: &'a str,
+) -> Vec<(&'a [u8], &'a [u8])> {
+    let dropped = |name: &[u8]| {
+        (authority.is_some() && name == b":authority")
+            || DROPPED_ON_COPY.iter().any(|d| d.as_bytes() == name)
+            || control.iter().any(|c| c.as_bytes() == name)
+    };
+    let mut out: Vec<(&[u8], &[u8])> = request.into_iter().filter(|(k, _)| !dropped(k)).collect();
     if let Some(a) = authority {
-        out.push((":authority".into(), a.as_bytes().to_vec()));
+        out.push((b":authority", a.as_bytes()));
     }
-    out.push((id.0.to_string(), id.1.to_vec()));
-    out.push((marker.to_string(), b"1".to_vec()));
+    out.push((id.0.as_bytes(), id.1));
+    out.push((marker.as_bytes(), b"1"));
     out
 }
 
 /// Whether the copy headers carry what Envoy's `dispatch_http_call` requires.
-pub fn has_required_pseudo_headers(headers: &[(String, Vec<u8>)]) -> bool {
-    [":method", ":path", ":authority"]
-        .iter()
-        .all(|p| headers.iter().any(|(k, v)| k == p && !v.is_empty()))
+pub fn has_required_pseudo_headers(headers: &[(&[u8], &[u8])]) -> bool {
+    [":method", ":path", ":authority"].iter().all(|p| {
+        headers
+            .iter()
+            .any(|(k, v)| *k == p.as_bytes() && !v.is_empty())
+    })
 }
 
 /// A digest of the first `limit` bytes of a body, fed chunk by chunk.
@@ -200,7 +202,7 @@ struct Entry {
 /// The copies of one VM whose comparison is not finished.
 #[derive(Debug)]
 pub struct Book {
-    entries: HashMap<u64, Entry>,
+    entries: IdMap<u64, Entry>,
     next: u64,
     cap: usize,
     tolerance_ms: u64,
@@ -210,7 +212,7 @@ impl Book {
     /// A book holding at most `cap` open copies.
     pub fn new(cap: usize, tolerance_ms: u64) -> Self {
         Book {
-            entries: HashMap::new(),
+            entries: IdMap::default(),
             next: 0,
             cap,
             tolerance_ms,

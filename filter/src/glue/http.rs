@@ -19,7 +19,7 @@ use crate::mirror::{
     Answer, BodyDigest, Report, Safety, copy_headers, has_required_pseudo_headers, safety,
 };
 use crate::names::{SHADOW_VALUE, STATE_ID, STATE_VARIANT, Variant};
-use crate::pairs::{Map as Headers, Names};
+use crate::pairs::{self, Map as Headers, Names};
 use crate::tally::Counter;
 use crate::timing::durations_us;
 use std::rc::Rc;
@@ -114,21 +114,18 @@ impl Http {
             (key, st.ids.next_id().hex())
         };
         let h = &shared.config.headers;
-        let owned = headers
-            .iter()
-            .map(|(n, v)| (String::from_utf8_lossy(n).into_owned(), v.to_vec()))
-            .collect();
-        let headers = copy_headers(
-            owned,
+        let copied = copy_headers(
+            headers.iter(),
             m.authority.as_ref().map(|a| a.as_str()),
             [h.variant.as_str(), h.id.as_str(), h.mirror.as_str()],
             (h.id.as_str(), id.as_bytes()),
             h.mirror.as_str(),
         );
-        if !has_required_pseudo_headers(&headers) {
+        if !has_required_pseudo_headers(&copied) {
             self.cancel_copy(key, Counter::MirrorFailed);
             return;
         }
+        let headers = pairs::encode(&copied);
         host::set_filter_state(STATE_VARIANT, Variant::Primary.as_str().as_bytes());
         host::set_filter_state(STATE_ID, id.as_bytes());
         let job = Job {

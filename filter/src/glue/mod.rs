@@ -23,34 +23,12 @@ mod http;
 mod metrics;
 mod root;
 
+use crate::ids::IdMap;
 use http::Http;
 use root::Root;
 use std::cell::RefCell;
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
-/// Hashes a context id with one multiplication (Fibonacci hashing): ids are small distinct
-/// integers the host hands out, so a keyed hash would only cost time on every callback.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 << 8) | u64::from(*b);
-        }
-    }
-
-    fn write_u32(&mut self, id: u32) {
-        self.0 = u64::from(id).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
-
-type ById<T> = HashMap<u32, T, BuildHasherDefault<IdHasher>>;
+type ById<T> = IdMap<u32, T>;
 
 /// The VM's contexts. A request whose root has no valid config gets no entry: every callback
 /// for it then does nothing.

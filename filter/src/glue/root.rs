@@ -8,14 +8,14 @@ use super::http::{parse_status, wanted_headers};
 use super::metrics::Metrics;
 use crate::config::{FilterConfig, Mode};
 use crate::decide::{Decider, Rng, Threshold};
-use crate::ids::IdGen;
+use crate::ids::{IdGen, IdMap};
 use crate::mirror::{Answer, BodyDigest, Book, Resolution};
 use crate::names::Variant;
 use crate::pairs::{self, Names};
 use crate::tally::{Counter, Tally};
 use crate::timing::durations_us;
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::rc::Rc;
 
 /// How often counters are published to Envoy, in milliseconds.
@@ -65,7 +65,7 @@ pub struct MirrorState {
     /// Copies waiting for the next tick to be dispatched.
     pub queue: VecDeque<Job>,
     /// Dispatched copies: callout token to (book key, dispatch time).
-    pub calls: HashMap<u32, (u64, u64)>,
+    pub calls: IdMap<u32, (u64, u64)>,
     /// Whether the fast dispatch tick is armed.
     pub fast_tick: bool,
     /// When counters were last published (host clock, ns).
@@ -76,8 +76,8 @@ pub struct MirrorState {
 pub struct Job {
     /// Its entry in the book.
     pub key: u64,
-    /// The copy's headers.
-    pub headers: Vec<(String, Vec<u8>)>,
+    /// The copy's headers, serialized for the host ([`pairs::encode`]).
+    pub headers: Vec<u8>,
     /// The copy's body (bounded by `max_body_bytes`).
     pub body: Vec<u8>,
 }
@@ -141,7 +141,7 @@ impl Root {
                     m.latency_tolerance_ms.get(),
                 ),
                 queue: VecDeque::new(),
-                calls: HashMap::new(),
+                calls: IdMap::default(),
                 fast_tick: false,
                 published_ns: 0,
             }),
@@ -176,10 +176,13 @@ impl Root {
                 None => None,
             };
             let Some(job) = job else { break };
-            let headers = pairs::encode(&job.headers);
             let sent_ns = host::now_ns();
-            let result =
-                host::http_call(m.cluster.as_str(), &headers, &job.body, m.timeout_ms.get());
+            let result = host::http_call(
+                m.cluster.as_str(),
+                &job.headers,
+                &job.body,
+                m.timeout_ms.get(),
+            );
             let mut st = shared.state.borrow_mut();
             let st = &mut *st;
             let Some(ms) = st.mirror.as_mut() else { break };
