@@ -9,9 +9,10 @@ use super::state::HostState;
 
 type C<'a> = Caller<'a, HostState>;
 
-/// A writable map of the active context (request/response headers and trailers).
+/// A writable map of the active context (request/response headers and trailers); none once the
+/// stream is being deleted.
 fn map_mut(state: &mut HostState, map: MapType) -> Option<&mut HeaderMap> {
-    let http = state.active_http()?;
+    let http = state.active_http().filter(|h| !h.maps_gone)?;
     match map {
         MapType::RequestHeaders => Some(&mut http.request_headers),
         MapType::RequestTrailers => http.request_trailers.as_mut(),

@@ -364,6 +364,7 @@ impl<'h> Exchange<'h> {
         if let Some(f) = self.calls.log.clone() {
             self.host.enter(id, |s| f.call(s, id))?;
         }
+        self.ctx()?.maps_gone = true;
         if let Some(f) = self.calls.delete.clone() {
             self.host.enter(id, |s| f.call(s, id))?;
         }

@@ -31,7 +31,8 @@
 //!   else `primary`; see [`Host::set_routes`]).
 //! - **Header maps**: lower-case keys, first value on get, `replace` replaces the first and drops
 //!   the rest, `remove` of an absent key is Ok, a map that does not exist yet (response headers
-//!   during the request) is `BadArgument`; the pairs encoding of the ABI.
+//!   during the request) is `BadArgument`, and so is every stream map in `proxy_on_delete` (as
+//!   under Envoy 1.40); the pairs encoding of the ABI.
 //! - **Properties**: `request.time` and `request.duration` (8-byte LE nanoseconds; the duration
 //!   only once the stream is finished), `request.id` (the `x-request-id` header),
 //!   `request.method|path|host|scheme|protocol|headers.<h>`, `response.code` (8-byte LE),

@@ -168,6 +168,9 @@ pub(crate) struct HttpCtx {
     pub(crate) response_body: Vec<u8>,
     pub(crate) started_ns: u64,
     pub(crate) finished_ns: Option<u64>,
+    /// Set before `proxy_on_delete`: Envoy 1.40 no longer shows the stream's header maps then (a
+    /// filter build that read the response's headers there found none under the real Envoy).
+    pub(crate) maps_gone: bool,
     /// The request headers as they went upstream, once the filter let them go.
     pub(crate) forwarded: Option<HeaderMap>,
     /// The response headers as they went to the client, once the filter let them go.

@@ -8,7 +8,8 @@ use doppel_tests::host::{HeaderMap, Host, abi};
 
 /// A tiny filter: on configure it reads the plugin configuration (true when non-empty); on
 /// request headers it edits headers, checks Envoy's status codes (trapping on a surprise),
-/// counts, and dispatches one valid callout after two invalid ones.
+/// counts, and dispatches one valid callout after two invalid ones; when the stream is deleted
+/// it finds its headers gone.
 const PROBE: &str = r#"
 (module
   (import "env" "proxy_replace_header_map_value" (func $replace (param i32 i32 i32 i32 i32) (result i32)))
@@ -31,6 +32,7 @@ const PROBE: &str = r#"
   (data (i32.const 1200) "\02\00\00\00\07\00\00\00\03\00\00\00\0a\00\00\00\04\00\00\00:method\00GET\00:authority\00host\00")
   (data (i32.const 1300) "nowhere")
   (data (i32.const 1320) "wat.answers")
+  (data (i32.const 1340) ":path")
   (func $check (param i32 i32) (if (i32.ne (local.get 0) (local.get 1)) (then unreachable)))
   (func (export "proxy_abi_version_0_2_1"))
   (func (export "proxy_on_memory_allocate") (param i32) (result i32)
@@ -67,6 +69,9 @@ const PROBE: &str = r#"
   (func (export "proxy_on_http_call_response") (param i32 i32 i32 i32 i32)
     (call $check (call $inc (global.get $answers) (i64.const 1)) (i32.const 0)))
   (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
+  ;; the stream's headers are gone when it is deleted, as under Envoy 1.40: BadArgument
+  (func (export "proxy_on_delete") (param i32)
+    (call $check (call $get (i32.const 0) (i32.const 1340) (i32.const 5) (i32.const 900) (i32.const 904)) (i32.const 2)))
 )
 "#;
 
