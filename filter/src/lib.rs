@@ -9,7 +9,7 @@
 //! Modules:
 //! - [`config`]: the config document, parsed and validated once; the engine builds it too.
 //! - [`decide`]: matchers, sticky keys and the share: primary or shadow, pure and deterministic.
-//! - [`ids`]: 128-bit request ids, unique across workers and restarts.
+//! - [`ids`]: 128-bit request ids, unique across workers and restarts; maps keyed by ids.
 //! - [`mirror`]: which requests may be copied, the copy's headers, and the comparison book.
 //! - [`timing`]: durations out of an upstream's `Server-Timing` header.
 //! - [`tally`]: counters kept in VM memory until the next publication.
@@ -25,7 +25,9 @@
 //! 1 ms tick, so their answers outlive the request that made them.
 //!
 //! The proxy-wasm glue is compiled only for `wasm32`; everything else is plain Rust that
-//! unit-tests natively, and the engine depends on this crate for the config it pushes.
+//! unit-tests natively, and the engine depends on this crate for the config it pushes. Without
+//! the default `mirror` feature the module splits only and exports no body callbacks
+//! (doppel_filter_split.wasm: one call into the VM less per request with a body).
 
 pub mod config;
 pub mod decide;
