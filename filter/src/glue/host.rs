@@ -107,28 +107,17 @@ unsafe extern "C" {
     fn wasi_random_get(buf: i32, buf_len: i32) -> i32;
 }
 
-/// Takes ownership of bytes the host placed in VM memory (allocated by
-/// `proxy_on_memory_allocate` as a boxed slice of exactly `size` bytes).
-///
-/// # Safety
-/// `data` is null or was returned by the host for this call with `size`.
-unsafe fn owned(data: *mut u8, size: usize) -> Option<Vec<u8>> {
-    if data.is_null() {
-        return None;
-    }
-    // SAFETY: the host allocated `size` bytes at `data` through our allocator (a boxed slice,
-    // so capacity == length) and hands them over.
-    Some(unsafe { Vec::from_raw_parts(data, size, size) })
-}
-
-/// Runs a host call that returns bytes; `None` unless it answered Ok with data.
-fn fetch(call: impl FnOnce(*mut *mut u8, *mut usize) -> u32) -> Option<Vec<u8>> {
+/// Runs a host call that returns bytes; `None` unless it answered Ok with data. With `scratch`,
+/// the bytes may land in the scratch buffer (see [`allocate`]).
+fn fetch(scratch: bool, call: impl FnOnce(*mut *mut u8, *mut usize) -> u32) -> Option<HostBytes> {
     let mut data: *mut u8 = null_mut();
     let mut size: usize = 0;
+    SCRATCH.with(|s| s.wanted.set(scratch));
     let status = call(&mut data, &mut size);
+    SCRATCH.with(|s| s.wanted.set(false));
     // SAFETY: on any answer, the host only ever wrote a pointer it allocated for this call.
-    let bytes = unsafe { owned(data, size) };
-    if status == OK { bytes } else { None }
+    let bytes = unsafe { HostBytes::take(data, size) };
+    (status == OK).then_some(bytes).flatten()
 }
 
 /// Envoy's clock in nanoseconds since the epoch (0 if unavailable).
@@ -140,28 +129,22 @@ pub fn now_ns() -> u64 {
 }
 
 /// A header's value, `None` when absent (or on any error).
-pub fn header(map: HeaderMap, name: &str) -> Option<Vec<u8>> {
+pub fn header(map: HeaderMap, name: &str) -> Option<HostBytes> {
     // SAFETY: pointers and lengths describe live buffers.
-    fetch(|d, s| unsafe { proxy_get_header_map_value(map as u32, name.as_ptr(), name.len(), d, s) })
+    fetch(false, |d, s| unsafe {
+        proxy_get_header_map_value(map as u32, name.as_ptr(), name.len(), d, s)
+    })
 }
 
 /// Every header of a map in one call, serialized as [`crate::pairs`] reads them (empty on any
 /// error). Lands in the scratch buffer when it is free and the map fits, so the request's one
 /// read costs no allocation.
 pub fn header_pairs(map: HeaderMap) -> HostBytes {
-    let mut data: *mut u8 = null_mut();
-    let mut size: usize = 0;
-    SCRATCH.with(|s| s.wanted.set(true));
     // SAFETY: pointers describe live out-parameters.
-    let status = unsafe { proxy_get_header_map_pairs(map as u32, &mut data, &mut size) };
-    SCRATCH.with(|s| s.wanted.set(false));
-    // SAFETY: on any answer, the host only ever wrote a pointer it allocated for this call.
-    let bytes = unsafe { HostBytes::take(data, size) };
-    if status == OK {
-        bytes
-    } else {
-        HostBytes::empty()
-    }
+    fetch(true, |d, s| unsafe {
+        proxy_get_header_map_pairs(map as u32, d, s)
+    })
+    .unwrap_or_default()
 }
 
 /// Size of the scratch buffer: a request's headers fit in it.
@@ -230,20 +213,26 @@ impl HostBytes {
         }
     }
 
-    /// Takes the bytes at `data`.
+    /// Takes the bytes at `data`; `None` for a null pointer.
     ///
     /// # Safety
     /// `data` is null or was returned by [`allocate`] for this call, with `size`.
-    unsafe fn take(data: *mut u8, size: usize) -> HostBytes {
+    unsafe fn take(data: *mut u8, size: usize) -> Option<HostBytes> {
         if data.is_null() {
-            return HostBytes::empty();
+            return None;
         }
         let scratch = SCRATCH.with(|s| s.base() == data);
-        HostBytes {
+        Some(HostBytes {
             ptr: data,
             len: size,
             scratch,
-        }
+        })
+    }
+}
+
+impl Default for HostBytes {
+    fn default() -> HostBytes {
+        HostBytes::empty()
     }
 }
 
@@ -292,19 +281,23 @@ pub fn set_header(map: HeaderMap, name: &str, value: Option<&[u8]>) {
 }
 
 /// Up to `max` bytes of a buffer from its start.
-pub fn buffer(kind: Buffer, max: usize) -> Option<Vec<u8>> {
+pub fn buffer(kind: Buffer, max: usize) -> Option<HostBytes> {
     if max == 0 {
-        return Some(Vec::new());
+        return Some(HostBytes::empty());
     }
     // SAFETY: pointers describe live out-parameters.
-    fetch(|d, s| unsafe { proxy_get_buffer_bytes(kind as u32, 0, max, d, s) })
+    fetch(false, |d, s| unsafe {
+        proxy_get_buffer_bytes(kind as u32, 0, max, d, s)
+    })
 }
 
 /// A property of the current request (for example `response.code_details`).
-pub fn property(path: &[&str]) -> Option<Vec<u8>> {
+pub fn property(path: &[&str]) -> Option<HostBytes> {
     let path = path.join("\0");
     // SAFETY: pointers and lengths describe live buffers.
-    fetch(|d, s| unsafe { proxy_get_property(path.as_ptr(), path.len(), d, s) })
+    fetch(false, |d, s| unsafe {
+        proxy_get_property(path.as_ptr(), path.len(), d, s)
+    })
 }
 
 /// Stores a value in the request's filter state (`wasm.<name>`), where access logs read it.

@@ -231,7 +231,8 @@ impl Http {
         // One pass over the headers finds doppel's control headers and what the decision reads.
         let wanted = &shared.wanted;
         let count = wanted.len();
-        let inline = needed.len() <= INLINE_VALUES;
+        // The decision's headers are among those looked up unless there are too many.
+        let inline = count == CONTROL + needed.len();
         let mut found = [None; CONTROL + INLINE_VALUES];
         if let Some(headers) = headers {
             headers.lookup(wanted, &mut found[..count]);
@@ -239,11 +240,14 @@ impl Http {
         let h = &config.headers;
 
         if config.trusted_control {
-            let variant = match headers {
-                Some(_) => found[0].map(<[u8]>::to_vec),
-                None => host::header(HeaderMap::Request, h.variant.as_str()),
+            let shadow = SHADOW_VALUE.as_bytes();
+            let marked = match headers {
+                Some(_) => found[0] == Some(shadow),
+                None => {
+                    host::header(HeaderMap::Request, h.variant.as_str()).as_deref() == Some(shadow)
+                }
             };
-            if variant.as_deref() == Some(SHADOW_VALUE.as_bytes()) {
+            if marked {
                 self.variant = Variant::Shadow;
                 self.start_ns = Some(host::now_ns());
                 return;
@@ -347,8 +351,8 @@ impl Http {
             shared.metrics.custom(self.variant, &durations);
         }
         if status >= 500 {
-            let upstream =
-                host::property(&["response", "code_details"]).is_some_and(|d| d == b"via_upstream");
+            let upstream = host::property(&["response", "code_details"])
+                .is_some_and(|d| *d == *b"via_upstream");
             let mut st = shared.state.borrow_mut();
             st.tally.add(Counter::Rq5xx(self.variant));
             if !upstream {

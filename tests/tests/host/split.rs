@@ -268,3 +268,44 @@ fn host_split_only_build_chooses_and_counts_as_the_full_build_and_refuses_to_mir
     );
     Ok(())
 }
+
+#[test]
+fn host_split_with_more_matched_headers_than_one_pass_holds_still_decides_by_all_of_them()
+-> anyhow::Result<()> {
+    // Ten matchers: more than the filter looks up in its one pass over the headers, so the
+    // decision reads them one by one; one of them names doppel's own variant header, which a
+    // client cannot set.
+    let names: Vec<String> = (0..9).map(|i| format!("x-m{i}")).collect();
+    let mut matchers: Vec<String> = names
+        .iter()
+        .map(|n| format!(r#"{{"header":"{n}","equals":"1"}}"#))
+        .collect();
+    let config = split(100.0, &format!(r#","match":[{}]"#, matchers.join(",")));
+    let mut host = configured(&config)?;
+    let all: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
+    assert!(shadowed(&send(&mut host, &get("/a", &all))?));
+    for skip in 0..names.len() {
+        let mut partial = all.clone();
+        partial.remove(skip);
+        assert!(
+            !shadowed(&send(&mut host, &get("/a", &partial))?),
+            "without {}",
+            names[skip]
+        );
+    }
+    let mut wrong = all.clone();
+    wrong[4].1 = "2";
+    assert!(!shadowed(&send(&mut host, &get("/a", &wrong))?));
+
+    matchers.push(r#"{"header":"x-doppel-variant","equals":"shadow"}"#.to_owned());
+    let config = split(100.0, &format!(r#","match":[{}]"#, matchers.join(",")));
+    let mut host = configured(&config)?;
+    let mut spoofed = all.clone();
+    spoofed.push(("x-doppel-variant", "shadow"));
+    let done = send(&mut host, &get("/a", &spoofed))?;
+    assert!(
+        !shadowed(&done),
+        "a stripped control header never satisfies a matcher: {done:?}"
+    );
+    Ok(())
+}
