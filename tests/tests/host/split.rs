@@ -284,13 +284,12 @@ fn host_split_with_more_matched_headers_than_one_pass_holds_still_decides_by_all
     let mut host = configured(&config)?;
     let all: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
     assert!(shadowed(&send(&mut host, &get("/a", &all))?));
-    for skip in 0..names.len() {
+    for (skip, name) in names.iter().enumerate() {
         let mut partial = all.clone();
         partial.remove(skip);
         assert!(
             !shadowed(&send(&mut host, &get("/a", &partial))?),
-            "without {}",
-            names[skip]
+            "without {name}"
         );
     }
     let mut wrong = all.clone();
