@@ -42,13 +42,26 @@ CONFIGS = [
     ("doppel mirror 1%", "mirror", "mirror.json", "doppel"),
     ("doppel off", "split", "off.json", "split"),
 ]
-# Every request mirrored, proxied to nginx: the cost of one mirrored request, doppel's and
-# Envoy's own. (label, template, doppel filter config or None); the 100% variants of the
-# templates are made in the run's directory.
+# The same kinds of configuration proxied to nginx ("/"): what a filter costs a proxied request.
+# (label, template, doppel filter config or None, wasm as in CONFIGS or "probe:NAME").
+PROXIED = [
+    ("proxied, no filter", "none", None, None),
+    ("proxied, probe: Wasm filter, no request callback", "bare", None, "probe:none"),
+    ("proxied, probe: one callback into the VM", "bare", None, "probe:callback"),
+    ("proxied, Lua (header, random, header)", "lua", None, None),
+    ("proxied, doppel split 1%, sticky header", "split", "split.json", "split"),
+]
+# Every request mirrored, or none, proxied to nginx: the cost of one mirrored request, doppel's
+# and Envoy's own. (label, template, doppel filter config or None, wasm as in CONFIGS, percent of
+# requests copied); these variants of the templates are made in the run's directory, with the
+# primary sampled at 10% (what a 1% mirror measures). A copy Envoy sends (mirror.sender: envoy)
+# needs no callout from the filter, so the split-only build carries it, as the engine pushes it.
 MIRRORED = [
-    ("proxied, no filter", "none", None),
-    ("proxied, native request_mirror_policies 100%", "native-mirror", None),
-    ("proxied, doppel mirror 100%", "mirror", "mirror.json"),
+    ("proxied, native request_mirror_policies 100%", "native-mirror", None, None, 100),
+    ("proxied, doppel mirror sent by the filter, copying none", "mirror", "mirror.json", "doppel", 0),
+    ("proxied, doppel mirror sent by the filter, 100%", "mirror", "mirror.json", "doppel", 100),
+    ("proxied, doppel mirror sent by Envoy, copying none", "mirror-envoy", "mirror-envoy.json", "split", 0),
+    ("proxied, doppel mirror sent by Envoy, 100%", "mirror-envoy", "mirror-envoy.json", "split", 100),
 ]
 PROBES = [
     ("probe: Wasm filter, no request callback", "none"),
@@ -107,20 +120,21 @@ def totals(path):
     raise RuntimeError(f"no totals in {path}")
 
 
-def everything(workdir, template, filter_config):
-    """Copies of a template and a doppel config that mirror every request."""
+def mirroring(workdir, template, filter_config, percent):
+    """Copies of a template and a doppel config that mirror `percent` of requests."""
     with open(os.path.join(load.ROOT, "bench", "envoy", f"{template}.yaml")) as f:
         text = f.read()
     if template == "native-mirror":
-        text = text.replace("numerator: 1, denominator: HUNDRED", "numerator: 100, denominator: HUNDRED")
-    out = os.path.join(workdir, f"{template}.yaml")
+        text = text.replace("numerator: 1, denominator: HUNDRED", f"numerator: {percent}, denominator: HUNDRED")
+    out = os.path.join(workdir, f"{template}-{percent}.yaml")
     with open(out, "w") as f:
         f.write(text)
     if filter_config:
         with open(os.path.join(load.ROOT, "bench", "envoy", "filter", filter_config)) as f:
             config = json.load(f)
-        config["percent"] = 100.0
-        filter_config = os.path.join(workdir, f"all-{filter_config}")
+        config["percent"] = float(percent)
+        config["primary_sample_percent"] = 10.0
+        filter_config = os.path.join(workdir, f"{percent}-{filter_config}")
         with open(filter_config, "w") as f:
             json.dump(config, f)
     return out, filter_config
@@ -135,6 +149,8 @@ def measure(args, envoy_bin):
         "split": os.environ["DOPPEL_SPLIT_WASM"],
         "bare": os.environ["DOPPEL_BARE_WASM"],
     }
+    for probe in ("none", "callback", *(probe for _, probe in PROBES)):
+        wasm[f"probe:{probe}"] = os.path.join(os.environ["DOPPEL_PROBE_DIR"], f"{probe}.wasm")
     filters = os.path.join(load.ROOT, "bench", "envoy", "filter")
     upstream = load.Upstream("nginx", workdir)
     try:
@@ -146,11 +162,13 @@ def measure(args, envoy_bin):
             runs.append((label, template, filter_config and os.path.join(filters, filter_config), wasm[kind], 9, "/direct"))
         for label, probe in PROBES:
             template = os.path.join(load.ROOT, "bench", "envoy", "bare.yaml")
-            probe_wasm = os.path.join(os.environ["DOPPEL_PROBE_DIR"], f"{probe}.wasm")
-            runs.append((label, template, None, probe_wasm, 9, "/direct"))
-        for label, template, filter_config in MIRRORED:
-            template, filter_config = everything(workdir, template, filter_config)
-            kind = "doppel" if filter_config else None
+            runs.append((label, template, None, wasm[f"probe:{probe}"], 9, "/direct"))
+        for label, template, filter_config, kind in PROXIED:
+            template = os.path.join(load.ROOT, "bench", "envoy", f"{template}.yaml")
+            filter_config = filter_config and os.path.join(filters, filter_config)
+            runs.append((label, template, filter_config, wasm[kind], upstream.port, "/"))
+        for label, template, filter_config, kind, percent in MIRRORED:
+            template, filter_config = mirroring(workdir, template, filter_config, percent)
             runs.append((label, template, filter_config, wasm[kind], upstream.port, "/"))
         if args.only:
             runs = [r for r in runs if any(o in r[0] for o in args.only)]
@@ -226,9 +244,9 @@ def table(rows):
         "| on `/direct` (answered by Envoy) | instructions per request | over no filter | vs Lua | vs bare Rust Wasm |",
         "|---|---|---|---|---|",
     ]
-    mirrored = {label for label, _, _ in MIRRORED}
+    elsewhere = {label for label, *_ in PROXIED + MIRRORED}
     for label, per_request in rows:
-        if label in mirrored:
+        if label in elsewhere:
             continue
         over = per_request - base
         if label == "no filter":
@@ -236,19 +254,34 @@ def table(rows):
             continue
         lines.append(f"| {label} | {per_request:,.0f} | {over:+,.0f} | {over / lua:.2f}x | {over / bare:.2f}x |")
     proxied = by_label["proxied, no filter"]
+    lines += [
+        "",
+        "| proxied to nginx | instructions per request | over no filter | throughput kept |",
+        "|---|---|---|---|",
+    ]
+    for label, *_ in PROXIED:
+        per_request = by_label[label]
+        if label == "proxied, no filter":
+            lines.append(f"| {label} | {per_request:,.0f} | — | 1.000 |")
+            continue
+        lines.append(f"| {label} | {per_request:,.0f} | {per_request - proxied:+,.0f} | {proxied / per_request:.3f} |")
     native = by_label["proxied, native request_mirror_policies 100%"] - proxied
     lines += [
         "",
-        "| every request mirrored, proxied to nginx | instructions per request | a mirrored request's cost | vs native mirroring |",
-        "|---|---|---|---|",
+        "| every request mirrored or none, proxied to nginx | instructions per request | over no filter | vs native mirroring | over the same filter copying none | vs native mirroring |",
+        "|---|---|---|---|---|---|",
     ]
-    for label, _, _ in MIRRORED:
+    for label, template, filter_config, kind, percent in MIRRORED:
         per_request = by_label[label]
-        if label == "proxied, no filter":
-            lines.append(f"| {label} | {per_request:,.0f} | — | — |")
-            continue
         over = per_request - proxied
-        lines.append(f"| {label} | {per_request:,.0f} | {over:+,.0f} | {over / native:.2f}x |")
+        if percent == 0:
+            lines.append(f"| {label} | {per_request:,.0f} | {over:+,.0f} | | | |")
+            continue
+        none = next((l for l, t, _, _, p in MIRRORED if t == template and p == 0), None)
+        marginal = per_request - by_label[none] if none else over
+        lines.append(
+            f"| {label} | {per_request:,.0f} | {over:+,.0f} | {over / native:.2f}x | {marginal:+,.0f} | {marginal / native:.2f}x |"
+        )
     return "\n".join(lines)
 
 

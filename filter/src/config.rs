@@ -105,7 +105,7 @@ impl FilterConfig {
     /// ```
     /// use doppel_filter::config::{FilterConfig, Mode, Percent, ServiceName};
     /// let c = FilterConfig::new(ServiceName::new("cart").unwrap(), Mode::Split, Percent::new(1.0).unwrap());
-    /// assert_eq!(c.to_json(), r#"{"service":"cart","mode":"split","percent":1.0,"headers":{"variant":"x-doppel-variant","id":"x-doppel-id","mirror":"x-doppel-mirror"}}"#);
+    /// assert_eq!(c.to_json(), r#"{"service":"cart","mode":"split","percent":1.0,"headers":{"variant":"x-doppel-variant","id":"x-doppel-id","mirror":"x-doppel-mirror","mirror_to":"x-doppel-mirror-to"}}"#);
     /// assert_eq!(FilterConfig::parse(c.to_json().as_bytes()), Ok(c));
     /// ```
     pub fn new(service: ServiceName, mode: Mode, percent: Percent) -> Self {
@@ -174,11 +174,26 @@ impl FilterConfig {
         if self.mode == Mode::Mirror && self.mirror.is_none() {
             return Err(ConfigError::new("mirror", "required when mode is mirror"));
         }
+        if let Some(m) = self.mirror.as_ref().filter(|m| m.sender == Sender::Envoy) {
+            if m.compare_body_bytes.get() > 0 {
+                return Err(ConfigError::new(
+                    "mirror.compare_body_bytes",
+                    "only a copy the filter sends is compared (mirror.sender is envoy)",
+                ));
+            }
+            if m.authority.is_some() {
+                return Err(ConfigError::new(
+                    "mirror.authority",
+                    "Envoy sends the copy (mirror.sender is envoy): set host_rewrite_literal in the route's request_mirror_policies instead",
+                ));
+            }
+        }
         let h = &self.headers;
         let names = [
             ("headers.variant", &h.variant),
             ("headers.id", &h.id),
             ("headers.mirror", &h.mirror),
+            ("headers.mirror_to", &h.mirror_to),
         ];
         for (i, (field, name)) in names.iter().enumerate() {
             if let Some((other, _)) = names[..i].iter().find(|(_, n)| n == name) {
@@ -201,8 +216,7 @@ impl FilterConfig {
 
     /// Whether `name` (lower-case) is one of doppel's control headers.
     pub fn is_control_header(&self, name: &str) -> bool {
-        let h = &self.headers;
-        name == h.variant.as_str() || name == h.id.as_str() || name == h.mirror.as_str()
+        self.headers.control().contains(&name)
     }
 }
 
@@ -311,6 +325,25 @@ pub struct HeaderNames {
     /// Set to `1` on mirrored copies.
     #[serde(default = "default_mirror_header")]
     pub mirror: HeaderName,
+    /// Names the shadow's cluster on a request whose copy Envoy sends (`mirror.sender: envoy`);
+    /// the route's `request_mirror_policies` entry reads it (`cluster_header`).
+    #[serde(default = "default_mirror_to_header")]
+    pub mirror_to: HeaderName,
+}
+
+/// How many control headers doppel writes and strips from clients.
+pub const CONTROL_HEADERS: usize = 4;
+
+impl HeaderNames {
+    /// doppel's control headers: variant, id, mirror, mirror_to.
+    pub fn control(&self) -> [&str; CONTROL_HEADERS] {
+        [
+            self.variant.as_str(),
+            self.id.as_str(),
+            self.mirror.as_str(),
+            self.mirror_to.as_str(),
+        ]
+    }
 }
 
 fn default_variant_header() -> HeaderName {
@@ -322,6 +355,9 @@ fn default_id_header() -> HeaderName {
 fn default_mirror_header() -> HeaderName {
     HeaderName(crate::names::DEFAULT_MIRROR_HEADER.to_string())
 }
+fn default_mirror_to_header() -> HeaderName {
+    HeaderName(crate::names::DEFAULT_MIRROR_TO_HEADER.to_string())
+}
 
 impl Default for HeaderNames {
     fn default() -> Self {
@@ -329,7 +365,27 @@ impl Default for HeaderNames {
             variant: default_variant_header(),
             id: default_id_header(),
             mirror: default_mirror_header(),
+            mirror_to: default_mirror_to_header(),
         }
+    }
+}
+
+/// Who sends a chosen request's copy to the shadow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sender {
+    /// The filter, with an HTTP callout from its root context; it compares the two answers.
+    #[default]
+    Filter,
+    /// Envoy's router: the filter names the shadow's cluster in the mirror header, which the
+    /// route's `request_mirror_policies` entry reads (`cluster_header`). No callout and no
+    /// comparison in the filter: the shadow is judged on its cluster's stats.
+    Envoy,
+}
+
+impl Sender {
+    fn is_filter(&self) -> bool {
+        *self == Sender::Filter
     }
 }
 
@@ -339,6 +395,9 @@ impl Default for HeaderNames {
 pub struct MirrorConfig {
     /// The Envoy cluster of the shadow.
     pub cluster: ClusterName,
+    /// Who sends the copies.
+    #[serde(default, skip_serializing_if = "Sender::is_filter")]
+    pub sender: Sender,
     /// `:authority` of the copy; the request's own when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authority: Option<Authority>,
@@ -386,6 +445,7 @@ impl MirrorConfig {
     pub fn new(cluster: ClusterName) -> Self {
         MirrorConfig {
             cluster,
+            sender: Sender::Filter,
             authority: None,
             methods: default_methods(),
             max_body_bytes: Ranged(0),

@@ -7,7 +7,7 @@
 //! number; whichever answer comes second completes the comparison. The book holds at most
 //! `max_in_flight` entries, which bounds both the copies in flight and the memory they use.
 
-use crate::config::MirrorConfig;
+use crate::config::{CONTROL_HEADERS, MirrorConfig};
 use crate::decide::fnv1a;
 use crate::ids::IdMap;
 
@@ -82,7 +82,7 @@ const DROPPED_ON_COPY: &[&str] = &[
 pub fn copy_headers<'a>(
     request: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
     authority: Option<&'a str>,
-    control: [&str; 3],
+    control: [&str; CONTROL_HEADERS],
     id: (&'a str, &'a [u8]),
     marker: &'a str,
 ) -> Vec<(&'a [u8], &'a [u8])> {

@@ -36,6 +36,10 @@ pub const DEFAULT_VARIANT_HEADER: &str = "x-doppel-variant";
 pub const DEFAULT_ID_HEADER: &str = "x-doppel-id";
 /// Default request header that marks a mirrored copy (`1`), so the shadow's backends can tell.
 pub const DEFAULT_MIRROR_HEADER: &str = "x-doppel-mirror";
+/// Default request header in which the filter names the shadow's cluster on a request whose copy
+/// Envoy's router sends (`mirror.sender: envoy`): the route's mirror policy reads it
+/// (`cluster_header`).
+pub const DEFAULT_MIRROR_TO_HEADER: &str = "x-doppel-mirror-to";
 /// The variant header's value on a request routed to the shadow.
 pub const SHADOW_VALUE: &str = "shadow";
 

@@ -157,11 +157,39 @@ fn non_json_is_refused_as_a_whole() {
 }
 
 #[test]
+fn a_copy_envoy_sends_is_neither_compared_nor_readdressed() {
+    let envoy = r#"{"service":"a","mode":"mirror","percent":1,"mirror":{"cluster":"shadow","sender":"envoy""#;
+    let c = parse(&format!("{envoy}}}}}")).unwrap();
+    assert_eq!(c.mirror.as_ref().unwrap().sender, Sender::Envoy);
+    assert!(c.to_json().contains(r#""sender":"envoy""#));
+    assert_eq!(
+        refused(&format!(r#"{envoy},"compare_body_bytes":64}}}}"#)),
+        "mirror.compare_body_bytes: only a copy the filter sends is compared (mirror.sender is envoy)"
+    );
+    assert!(
+        refused(&format!(r#"{envoy},"authority":"s.internal"}}}}"#))
+            .starts_with("mirror.authority: Envoy sends the copy")
+    );
+    let router = envoy.replace("envoy", "router");
+    assert!(
+        refused(&format!("{router}}}}}")).starts_with("mirror.sender: unknown variant `router`"),
+        "{}",
+        refused(&format!("{router}}}}}"))
+    );
+    // The default is the filter, and it is not written out.
+    let filter =
+        parse(r#"{"service":"a","mode":"mirror","percent":1,"mirror":{"cluster":"s"}}"#).unwrap();
+    assert_eq!(filter.mirror.as_ref().unwrap().sender, Sender::Filter);
+    assert!(!filter.to_json().contains("sender"));
+}
+
+#[test]
 fn control_headers_are_recognised() {
     let c =
         parse(r#"{"service":"a","mode":"off","percent":0,"headers":{"id":"x-trace-id"}}"#).unwrap();
     assert!(c.is_control_header("x-doppel-variant"));
     assert!(c.is_control_header("x-trace-id"));
+    assert!(c.is_control_header("x-doppel-mirror-to"));
     assert!(!c.is_control_header("x-doppel-id"));
 }
 
@@ -188,11 +216,16 @@ fn arb_mirror() -> impl Strategy<Value = MirrorConfig> {
         proptest::collection::vec(name("[A-Z]", 8), 0..4),
         (0..=MAX_BODY_BYTES, 1..=60_000u64, 1..=10_000u64),
         (0..=MAX_BODY_BYTES, 0..=600_000u64),
+        prop_oneof![Just(Sender::Filter), Just(Sender::Envoy)],
     )
         .prop_map(
-            |(cluster, authority, methods, (body, timeout, fl), (cmp, tol))| MirrorConfig {
+            |(cluster, authority, methods, (body, timeout, fl), (cmp, tol), sender)| MirrorConfig {
                 cluster: ClusterName::new(cluster).unwrap(),
-                authority: authority.map(|a| Authority::new(a).unwrap()),
+                sender,
+                // What only a filter-sent copy has.
+                authority: authority
+                    .filter(|_| sender == Sender::Filter)
+                    .map(|a| Authority::new(a).unwrap()),
                 methods: methods
                     .into_iter()
                     .map(|m| Method::new(m).unwrap())
@@ -200,7 +233,8 @@ fn arb_mirror() -> impl Strategy<Value = MirrorConfig> {
                 max_body_bytes: Ranged::new(body).unwrap(),
                 timeout_ms: Ranged::new(timeout).unwrap(),
                 max_in_flight: Ranged::new(fl).unwrap(),
-                compare_body_bytes: Ranged::new(cmp).unwrap(),
+                compare_body_bytes: Ranged::new(if sender == Sender::Filter { cmp } else { 0 })
+                    .unwrap(),
                 latency_tolerance_ms: Ranged::new(tol).unwrap(),
             },
         )

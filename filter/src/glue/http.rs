@@ -13,7 +13,7 @@
 use super::host::Buffer;
 use super::host::{self, HeaderMap};
 use super::root::{Job, Shared, tally_resolution};
-use crate::config::{FilterConfig, Mode};
+use crate::config::{CONTROL_HEADERS, FilterConfig, Mode, Sender};
 use crate::decide::Decider;
 use crate::mirror::{
     Answer, BodyDigest, Report, Safety, copy_headers, has_required_pseudo_headers, safety,
@@ -24,8 +24,8 @@ use crate::tally::Counter;
 use crate::timing::durations_us;
 use std::rc::Rc;
 
-/// doppel's control headers: variant, id, mirror.
-const CONTROL: usize = 3;
+/// doppel's control headers: variant, id, mirror, mirror_to.
+const CONTROL: usize = CONTROL_HEADERS;
 /// How many decision headers are looked up without allocating.
 const INLINE_VALUES: usize = 8;
 
@@ -117,7 +117,7 @@ impl Http {
         let copied = copy_headers(
             headers.iter(),
             m.authority.as_ref().map(|a| a.as_str()),
-            [h.variant.as_str(), h.id.as_str(), h.mirror.as_str()],
+            h.control(),
             (h.id.as_str(), id.as_bytes()),
             h.mirror.as_str(),
         );
@@ -147,6 +147,42 @@ impl Http {
             copy.pending = Some((job, body_len));
         }
         self.copy = Some(Box::new(copy));
+    }
+
+    /// Mirror by Envoy: name the shadow's cluster in the mirror header, which the route's
+    /// `request_mirror_policies` entry reads (`cluster_header`), and tag the request with an id
+    /// the copy keeps. The route's policy rewrites the header to `1` on the copy.
+    fn mark_for_envoy(&mut self, headers: Option<Headers>, end_of_stream: bool) {
+        let shared = self.shared.clone();
+        let (Some(m), Some(headers)) = (&shared.config.mirror, headers) else {
+            // Envoy sent headers the filter cannot read: nothing to check the copy against.
+            return self.count(Counter::MirrorFailed);
+        };
+        let method = headers.get(":method").unwrap_or_default();
+        let length = if end_of_stream {
+            None
+        } else {
+            headers.get("content-length")
+        };
+        match safety(m, method, length, end_of_stream) {
+            Safety::Copy { .. } => {}
+            Safety::SkipMethod => return self.count(Counter::MirrorSkippedMethod),
+            Safety::SkipBody => return self.count(Counter::MirrorSkippedBody),
+        }
+        let id = {
+            let mut st = shared.state.borrow_mut();
+            st.tally.add(Counter::MirrorSent);
+            st.ids.next_id().hex()
+        };
+        let h = &shared.config.headers;
+        host::set_header(
+            HeaderMap::Request,
+            h.mirror_to.as_str(),
+            Some(m.cluster.as_str().as_bytes()),
+        );
+        host::set_header(HeaderMap::Request, h.id.as_str(), Some(id.as_bytes()));
+        host::set_filter_state(STATE_VARIANT, Variant::Primary.as_str().as_bytes());
+        host::set_filter_state(STATE_ID, id.as_bytes());
     }
 
     fn count(&self, counter: Counter) {
@@ -194,12 +230,12 @@ impl Http {
     }
 }
 
-/// The request headers looked up in one pass: doppel's control headers (variant, id, mirror),
+/// The request headers looked up in one pass: doppel's control headers (variant, id, mirror,
+/// mirror_to),
 /// then those the decision reads, when there are at most [`INLINE_VALUES`] of them (more are
 /// looked up one by one).
 pub fn wanted_headers(config: &FilterConfig, decider: &Decider) -> Names {
-    let h = &config.headers;
-    let control = [h.variant.as_str(), h.id.as_str(), h.mirror.as_str()];
+    let control = config.headers.control();
     let needed = decider.needed();
     let decision = if needed.len() <= INLINE_VALUES {
         needed
@@ -285,7 +321,16 @@ impl Http {
             };
             variant == Variant::Shadow
         };
-        if !chosen {
+        // A copy Envoy's router sends leaves this request a primary one like any other.
+        let by_envoy = config.mode == Mode::Mirror
+            && config
+                .mirror
+                .as_ref()
+                .is_some_and(|m| m.sender == Sender::Envoy);
+        if !chosen || by_envoy {
+            if chosen {
+                self.mark_for_envoy(headers, end_of_stream);
+            }
             let draw = shared.state.borrow_mut().rng.next_u64();
             if shared.primary_sample.chooses(draw) {
                 self.start_ns = Some(host::now_ns());

@@ -6,7 +6,7 @@
 use super::host::{self, Buffer, HeaderMap};
 use super::http::{parse_status, wanted_headers};
 use super::metrics::Metrics;
-use crate::config::{FilterConfig, Mode};
+use crate::config::{FilterConfig, Mode, Sender};
 use crate::decide::{Decider, Rng, Threshold};
 use crate::ids::{IdGen, IdMap};
 use crate::mirror::{Answer, BodyDigest, Book, Resolution};
@@ -126,16 +126,21 @@ impl Root {
 
     fn parse_config(&self, bytes: &[u8]) -> Result<Shared, String> {
         let config = FilterConfig::parse(bytes).map_err(|e| e.to_string())?;
-        if !cfg!(feature = "mirror") && config.mode == Mode::Mirror {
+        let by_filter = config.mode == Mode::Mirror
+            && config
+                .mirror
+                .as_ref()
+                .is_some_and(|m| m.sender == Sender::Filter);
+        if !cfg!(feature = "mirror") && by_filter {
             return Err(format!(
-                "mode mirror: this build of the filter ({SPLIT_BUILD}) splits only; load doppel_filter.wasm to mirror"
+                "mode mirror: this build of the filter ({SPLIT_BUILD}) sends no copies itself; load doppel_filter.wasm, or let Envoy send them (mirror.sender: envoy)"
             ));
         }
         let seed = host::random_seed(self.context_id);
         let mut rng_seed = [0u8; 8];
         rng_seed.copy_from_slice(&seed[..8]);
-        let mirror = match (&config.mode, &config.mirror) {
-            (Mode::Mirror, Some(m)) => Some(MirrorState {
+        let mirror = match (by_filter, &config.mirror) {
+            (true, Some(m)) => Some(MirrorState {
                 book: Book::new(
                     usize::try_from(m.max_in_flight.get()).unwrap_or(usize::MAX),
                     m.latency_tolerance_ms.get(),

@@ -61,18 +61,24 @@ fn bodies_must_be_bounded_and_announced() {
 
 #[test]
 fn copy_headers_drop_hop_by_hop_and_control_and_add_marks() {
-    let req: [(&[u8], &[u8]); 6] = [
+    let req: [(&[u8], &[u8]); 7] = [
         (b":method", b"GET"),
         (b":path", b"/a"),
         (b":authority", b"front"),
         (b"connection", b"keep-alive"),
         (b"x-doppel-variant", b"shadow"),
+        (b"x-doppel-mirror-to", b"shadow"),
         (b"x-user", b"u1"),
     ];
     let out = copy_headers(
         req,
         Some("shadow.internal"),
-        ["x-doppel-variant", "x-doppel-id", "x-doppel-mirror"],
+        [
+            "x-doppel-variant",
+            "x-doppel-id",
+            "x-doppel-mirror",
+            "x-doppel-mirror-to",
+        ],
         ("x-doppel-id", b"abc"),
         "x-doppel-mirror",
     );

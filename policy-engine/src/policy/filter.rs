@@ -73,6 +73,7 @@ impl Policy {
             ("variant", &t.headers.variant),
             ("id", &t.headers.id),
             ("mirror", &t.headers.mirror),
+            ("mirror_to", &t.headers.mirror_to),
         ] {
             if let Some(v) = value {
                 headers.insert(key.into(), json!(v));
@@ -92,6 +93,7 @@ impl Policy {
             mirror.insert("cluster".into(), json!(shadow_cluster));
             if let Some(m) = &t.mirror {
                 let optional = [
+                    ("sender", m.sender.as_ref().map(|v| json!(v))),
                     ("authority", m.authority.as_ref().map(|v| json!(v))),
                     ("methods", m.methods.as_ref().map(|v| json!(v))),
                     ("max_body_bytes", m.max_body_bytes.map(|v| json!(v))),
@@ -178,6 +180,59 @@ mod tests {
                 "{name}: {unknown:?} not in docs/filter-config.md"
             );
         }
+    }
+
+    #[test]
+    fn policy_mirror_sender_and_its_header_reach_the_filter_config() {
+        let path = format!(
+            "{}/../policies/search-mirror.yaml",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(path).expect("read policy");
+        // What only a filter-sent copy has goes.
+        let text: String = text
+            .lines()
+            .filter(|l| !l.contains("authority:") && !l.contains("compare_body_bytes:"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let envoy = text.replace("  mirror:\n", "  mirror:\n    sender: envoy\n");
+        assert_ne!(
+            envoy, text,
+            "the example policy has a traffic.mirror section"
+        );
+        let envoy = envoy.replace(
+            "traffic:\n",
+            "traffic:\n  headers:\n    mirror_to: x-copy-to\n",
+        );
+        let policy = super::super::parse(&envoy).expect("valid policy");
+        let config = policy
+            .filter_config(super::Mode::Mirror, 5.0, "search-next")
+            .expect("the filter's parser takes it");
+        let mirror = config.mirror.expect("a mirror section");
+        assert_eq!(mirror.sender, doppel_filter::config::Sender::Envoy);
+        assert_eq!(config.headers.mirror_to.as_str(), "x-copy-to");
+
+        let problems =
+            super::super::parse(&text.replace("  mirror:\n", "  mirror:\n    sender: router\n"))
+                .expect_err("an unknown sender");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.code == "sender" && p.message.contains("`router`")),
+            "{problems:?}"
+        );
+        // What only a filter-sent copy can do is refused, with the filter's reason.
+        let compared = text.replace(
+            "  mirror:\n",
+            "  mirror:\n    sender: envoy\n    compare_body_bytes: 64\n",
+        );
+        let problems = super::super::parse(&compared).expect_err("nothing to compare");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.message.contains("mirror.compare_body_bytes")),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -163,11 +163,15 @@ pub struct Headers {
     pub id: Option<String>,
     /// The mirror marker header.
     pub mirror: Option<String>,
+    /// The header naming the shadow's cluster for Envoy's mirror policy.
+    pub mirror_to: Option<String>,
 }
 
 /// Mirror settings (`None`: the filter's default).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Mirror {
+    /// Who sends the copies: `filter` (the default) or `envoy`.
+    pub sender: Option<String>,
     /// `:authority` of the copy.
     pub authority: Option<String>,
     /// Methods that may be copied.

@@ -178,12 +178,16 @@ pub struct RawHeaders {
     pub id: Option<Spanned<String>>,
     /// The mirror marker header.
     pub mirror: Option<Spanned<String>>,
+    /// The header naming the shadow's cluster for Envoy's mirror policy.
+    pub mirror_to: Option<Spanned<String>>,
 }
 
 /// Mirror settings; the shadow cluster defaults to `shadow.cluster`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawMirror {
+    /// Who sends the copies: `filter` or `envoy`.
+    pub sender: Option<Spanned<String>>,
     /// `:authority` of the copy.
     pub authority: Option<Spanned<String>>,
     /// Methods that may be copied.

@@ -261,6 +261,10 @@ impl Validator<'_> {
                     .mirror
                     .as_ref()
                     .map(|x| self.header(x, "traffic.headers.mirror")),
+                mirror_to: h
+                    .mirror_to
+                    .as_ref()
+                    .map(|x| self.header(x, "traffic.headers.mirror_to")),
             },
             None => Headers::default(),
         };
@@ -330,7 +334,21 @@ impl Validator<'_> {
                 })
                 .collect()
         });
+        let sender = m.sender.as_ref().map(|x| {
+            if !["filter", "envoy"].contains(&x.value.as_str()) {
+                self.problem(
+                    x,
+                    "sender",
+                    format!(
+                        "traffic.mirror.sender: `{}` is neither filter nor envoy",
+                        x.value
+                    ),
+                );
+            }
+            x.value.clone()
+        });
         Mirror {
+            sender,
             authority: m.authority.as_ref().map(|a| a.value.clone()),
             methods,
             max_body_bytes: m.max_body_bytes.as_ref().map(|x| x.value),

@@ -11,6 +11,8 @@ use prost::Name;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use doppel_filter::config::{FilterConfig, Sender};
+
 use super::traffic::{FilterMode, TrafficState};
 use crate::policy::{Mode, Policy};
 use crate::xds::build::{extension_config, pack};
@@ -27,9 +29,10 @@ pub enum FilterKind {
         /// The `.wasm` file on Envoy's host (doppel_filter.wasm: splits and mirrors).
         path: String,
         /// The split-only build on Envoy's host (doppel_filter_split.wasm), pushed instead of
-        /// `path` while the filter splits or is off: it exports no body callbacks, so Envoy
-        /// calls into it one time less per request with a body. A switch between mirroring and
-        /// splitting then loads the other module (Envoy starts a new VM for it).
+        /// `path` unless the filter sends copies itself (it splits, is off, or mirrors with
+        /// `mirror.sender: envoy`): it exports no body callbacks, so Envoy calls into it one
+        /// time less per request with a body. A switch to or from the filter sending copies then
+        /// loads the other module (Envoy starts a new VM for it).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         split_path: Option<String>,
     },
@@ -50,9 +53,8 @@ impl FilterKind {
         match self {
             FilterKind::None => None,
             FilterKind::Wasm { path, split_path } => {
-                let mirrors = config.get("mode").and_then(Value::as_str) == Some("mirror");
                 let code = match split_path {
-                    Some(split) if !mirrors => split,
+                    Some(split) if !sends_copies(config) => split,
                     _ => path,
                 };
                 let vm = VmConfig {
@@ -78,6 +80,28 @@ impl FilterKind {
             }
         }
     }
+}
+
+/// Whether a filter config has the filter send copies itself (mirror mode, unless
+/// `mirror.sender` is `envoy`): only the full build can.
+fn sends_copies(config: &Value) -> bool {
+    config.get("mode").and_then(Value::as_str) == Some("mirror") && envoy_mirror(config).is_none()
+}
+
+/// When a filter config has Envoy's router send the copies (mirror mode, `mirror.sender:
+/// envoy`): the header the filter names the shadow's cluster in and the header that marks a copy,
+/// for the route's mirror policy ([`crate::xds::build::header_mirror`]).
+pub fn envoy_mirror(config: &Value) -> Option<(String, String)> {
+    let config = FilterConfig::parse(config.to_string().as_bytes()).ok()?;
+    let by_envoy = config.mode == doppel_filter::config::Mode::Mirror
+        && config.mirror.is_some_and(|m| m.sender == Sender::Envoy);
+    let h = config.headers;
+    by_envoy.then(|| {
+        (
+            h.mirror_to.as_str().to_owned(),
+            h.mirror.as_str().to_owned(),
+        )
+    })
 }
 
 /// The filter's config for `policy` in `state`, as docs/filter-config.md defines it: the
@@ -106,9 +130,14 @@ mod tests {
     use super::*;
     use prost::Message;
 
-    /// The module file the pushed extension loads.
+    /// The module file the pushed extension loads for a filter in `mode` (`mirror/envoy`: mirror
+    /// mode with `mirror.sender: envoy`).
     fn module(kind: &FilterKind, mode: &str) -> String {
-        let config = json!({ "service": "cart", "mode": mode, "percent": 1.0 });
+        let mut config = json!({ "service": "cart", "mode": mode, "percent": 1.0 });
+        if let Some((mode, sender)) = mode.split_once('/') {
+            config["mode"] = json!(mode);
+            config["mirror"] = json!({ "cluster": "cart-next", "sender": sender });
+        }
         let extension = kind
             .extension("doppel-cart", &config)
             .expect("a Wasm filter");
@@ -131,7 +160,7 @@ mod tests {
     }
 
     #[test]
-    fn the_split_build_is_pushed_unless_the_filter_mirrors() {
+    fn the_split_build_is_pushed_unless_the_filter_sends_copies() {
         let both = FilterKind::Wasm {
             path: "/f/doppel_filter.wasm".into(),
             split_path: Some("/f/doppel_filter_split.wasm".into()),
@@ -139,11 +168,13 @@ mod tests {
         assert_eq!(module(&both, "split"), "/f/doppel_filter_split.wasm");
         assert_eq!(module(&both, "off"), "/f/doppel_filter_split.wasm");
         assert_eq!(module(&both, "mirror"), "/f/doppel_filter.wasm");
+        assert_eq!(module(&both, "mirror/filter"), "/f/doppel_filter.wasm");
+        assert_eq!(module(&both, "mirror/envoy"), "/f/doppel_filter_split.wasm");
         let one = FilterKind::Wasm {
             path: "/f/doppel_filter.wasm".into(),
             split_path: None,
         };
-        for mode in ["split", "off", "mirror"] {
+        for mode in ["split", "off", "mirror", "mirror/envoy"] {
             assert_eq!(module(&one, mode), "/f/doppel_filter.wasm", "{mode}");
         }
         assert!(

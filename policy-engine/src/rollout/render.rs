@@ -10,11 +10,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::RolloutError;
-use super::filter_config::FilterKind;
+use super::filter_config::{FilterKind, envoy_mirror};
 use super::traffic::{Steering, TrafficState};
 use crate::xds::Snapshot;
 use crate::xds::build::{
-    ecds_filter, eds_cluster, endpoints, grpc_access_log, http_listener_logged, variant_route,
+    ecds_filter, eds_cluster, endpoints, grpc_access_log, header_mirror, http_listener_logged,
+    variant_route,
 };
 
 /// Route weights are integers out of this total, so a share of 0.01% still shows.
@@ -130,6 +131,8 @@ pub fn render(inputs: &NodeInputs, version: u64) -> Result<Snapshot, RolloutErro
                     (state.primary_cluster.as_str(), primary),
                     (state.shadow_cluster.as_str(), shadow),
                 ],
+                envoy_mirror(&service.filter_config)
+                    .map(|(mirror_to, marker)| header_mirror(&mirror_to, &marker)),
             ));
     }
     let snapshot = builder.build()?;

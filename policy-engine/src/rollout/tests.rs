@@ -375,6 +375,62 @@ fn rollout_render_full_ads_and_filter_only() {
     assert!(error.contains("checkout-v2"), "{error}");
 }
 
+/// The mirror policies on the rendered route of `checkout`'s requests to its clusters.
+fn route_mirrors(
+    snapshot: &crate::xds::Snapshot,
+) -> Vec<envoy_types::pb::envoy::config::route::v3::route_action::RequestMirrorPolicy> {
+    use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+    use envoy_types::pb::envoy::config::route::v3::route::Action as RouteKind;
+    use prost::Message;
+    let route = snapshot
+        .resources(ResourceType::Route)
+        .get("checkout")
+        .expect("the checkout route");
+    let config = RouteConfiguration::decode(route.any().value.as_slice()).expect("decodes");
+    config.virtual_hosts[0]
+        .routes
+        .iter()
+        .filter_map(|r| match &r.action {
+            Some(RouteKind::Route(action)) => Some(action.request_mirror_policies.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+#[test]
+fn rollout_render_has_envoy_copy_only_what_the_filter_marks_when_envoy_sends_copies() {
+    let mirror = |sender: &str| {
+        let text = POLICY.replace(
+            "mode: split",
+            &format!("mode: mirror\n  mirror:\n    sender: {sender}"),
+        );
+        let p = parse(&text).expect("mirror policy parses");
+        let mut node = inputs(Steering::FullAds, 0.0);
+        let service = &mut node.services[0];
+        service.state.filter_mode = FilterMode::Mirror;
+        service.filter_config = filter_config(&p, &service.state);
+        render(&node, 1).unwrap()
+    };
+    let by_envoy = route_mirrors(&mirror("envoy"));
+    assert_eq!(by_envoy.len(), 1, "{by_envoy:?}");
+    let policy = &by_envoy[0];
+    assert_eq!(policy.cluster_header, "x-doppel-mirror-to");
+    assert!(policy.cluster.is_empty());
+    assert!(policy.disable_shadow_host_suffix_append);
+    let mutations = format!("{:?}", policy.request_headers_mutations);
+    for needle in [
+        "Remove(\"x-doppel-mirror-to\")",
+        "key: \"x-doppel-mirror\"",
+        "value: \"1\"",
+    ] {
+        assert!(mutations.contains(needle), "{needle} in {mutations}");
+    }
+    // The filter sends its own copies, or splits: the router copies nothing.
+    assert!(route_mirrors(&mirror("filter")).is_empty());
+    assert!(route_mirrors(&render(&inputs(Steering::FullAds, 25.0), 1).unwrap()).is_empty());
+}
+
 #[test]
 fn rollout_route_units() {
     assert_eq!(route_units(0.0), (10_000, 0));

@@ -11,14 +11,17 @@ use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{
     ClusterDiscoveryType, DiscoveryType, EdsClusterConfig,
 };
+use envoy_types::pb::envoy::config::common::mutation_rules::v3::HeaderMutation;
+use envoy_types::pb::envoy::config::common::mutation_rules::v3::header_mutation::Action as MutationAction;
 use envoy_types::pb::envoy::config::core::v3::GrpcService;
 use envoy_types::pb::envoy::config::core::v3::address::Address as AddressKind;
 use envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier;
 use envoy_types::pb::envoy::config::core::v3::grpc_service::{EnvoyGrpc, TargetSpecifier};
+use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
 use envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier;
 use envoy_types::pb::envoy::config::core::v3::{
-    Address, AggregatedConfigSource, ApiVersion, ConfigSource, ExtensionConfigSource,
-    SocketAddress, TypedExtensionConfig,
+    Address, AggregatedConfigSource, ApiVersion, ConfigSource, ExtensionConfigSource, HeaderValue,
+    HeaderValueOption, SocketAddress, TypedExtensionConfig,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
 use envoy_types::pb::envoy::config::endpoint::v3::{
@@ -28,6 +31,7 @@ use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener
 use envoy_types::pb::envoy::config::route::v3::header_matcher::HeaderMatchSpecifier;
 use envoy_types::pb::envoy::config::route::v3::route::Action;
 use envoy_types::pb::envoy::config::route::v3::route_action::ClusterSpecifier;
+use envoy_types::pb::envoy::config::route::v3::route_action::RequestMirrorPolicy;
 use envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier;
 use envoy_types::pb::envoy::config::route::v3::weighted_cluster::ClusterWeight;
 use envoy_types::pb::envoy::config::route::v3::{
@@ -218,13 +222,42 @@ pub fn weighted_route(name: &str, weights: &[(&str, u32)]) -> RouteConfiguration
     route_config(name, vec![weighted(weights)])
 }
 
+/// Envoy's router copies a request to the cluster its `mirror_to` header names (the filter
+/// writes it on the requests it chose to mirror, with `mirror.sender: envoy`; a request without
+/// it is not copied). The copy loses `mirror_to` and gets `marker: 1`, as a copy the filter sends
+/// does; it keeps its authority (no `-shadow` suffix).
+pub fn header_mirror(mirror_to: &str, marker: &str) -> RequestMirrorPolicy {
+    let mutation = |action| HeaderMutation {
+        action: Some(action),
+    };
+    RequestMirrorPolicy {
+        cluster_header: mirror_to.to_owned(),
+        disable_shadow_host_suffix_append: true,
+        request_headers_mutations: vec![
+            mutation(MutationAction::Remove(mirror_to.to_owned())),
+            mutation(MutationAction::Append(HeaderValueOption {
+                header: Some(HeaderValue {
+                    key: marker.to_owned(),
+                    value: "1".to_owned(),
+                    ..Default::default()
+                }),
+                append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+                ..Default::default()
+            })),
+        ],
+        ..Default::default()
+    }
+}
+
 /// The split route: a request whose `variant_header` is `shadow` (the filter sets it on the
-/// requests it chose) goes to cluster `shadow`; every other request goes to `weights`.
+/// requests it chose) goes to cluster `shadow`; every other request goes to `weights`, copied
+/// by `mirror` if given ([`header_mirror`]).
 pub fn variant_route(
     name: &str,
     variant_header: &str,
     shadow: &str,
     weights: &[(&str, u32)],
+    mirror: Option<RequestMirrorPolicy>,
 ) -> RouteConfiguration {
     let to_shadow = Route {
         r#match: Some(RouteMatch {
@@ -245,7 +278,11 @@ pub fn variant_route(
         })),
         ..Default::default()
     };
-    route_config(name, vec![to_shadow, weighted(weights)])
+    let mut rest = weighted(weights);
+    if let (Some(policy), Some(Action::Route(action))) = (mirror, rest.action.as_mut()) {
+        action.request_mirror_policies.push(policy);
+    }
+    route_config(name, vec![to_shadow, rest])
 }
 
 fn weighted(weights: &[(&str, u32)]) -> Route {

@@ -288,7 +288,13 @@ fn hcm_references(hcm: &HttpConnectionManager) -> Vec<Reference> {
 
 fn route_clusters(hosts: &[VirtualHost], mirrors: &[RequestMirrorPolicy]) -> Vec<Reference> {
     fn mirrored<'a>(policies: &'a [RequestMirrorPolicy], names: &mut Vec<&'a str>) {
-        names.extend(policies.iter().map(|policy| policy.cluster.as_str()));
+        // A policy naming its cluster in a header (`cluster_header`) references none here.
+        names.extend(
+            policies
+                .iter()
+                .map(|policy| policy.cluster.as_str())
+                .filter(|cluster| !cluster.is_empty()),
+        );
     }
     let mut names: Vec<&str> = Vec::new();
     mirrored(mirrors, &mut names);

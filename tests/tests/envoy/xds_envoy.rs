@@ -41,6 +41,7 @@ fn snapshot(
             VARIANT_HEADER,
             "shadow",
             &[("primary", weights.0), ("shadow", weights.1)],
+            None,
         ))
         .build()
         .expect("test snapshot builds")
@@ -220,6 +221,7 @@ async fn weights_then_nack_then_recovery(mode: AdsMode) {
             VARIANT_HEADER,
             "shadow",
             &[("primary", 50), ("shadow", 50)],
+            None,
         ))
         .build()
         .expect("v3 builds");
