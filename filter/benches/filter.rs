@@ -224,7 +224,7 @@ mod native {
                 let copied = copy_headers(
                     black_box(map).iter(),
                     m.authority.as_ref().map(|a| a.as_str()),
-                    [h.variant.as_str(), h.id.as_str(), h.mirror.as_str()],
+                    h.control(),
                     (h.id.as_str(), id.as_bytes()),
                     h.mirror.as_str(),
                 );

@@ -26,8 +26,9 @@
 //!
 //! The proxy-wasm glue is compiled only for `wasm32`; everything else is plain Rust that
 //! unit-tests natively, and the engine depends on this crate for the config it pushes. Without
-//! the default `mirror` feature the module splits only and exports no body callbacks
-//! (doppel_filter_split.wasm: one call into the VM less per request with a body).
+//! the default `mirror` feature the module sends no copies itself and exports no body callbacks
+//! (doppel_filter_split.wasm: one call into the VM less per request with a body); it splits, or
+//! mirrors with copies Envoy's router sends (`mirror.sender: envoy`).
 
 pub mod config;
 pub mod decide;

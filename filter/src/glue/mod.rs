@@ -8,7 +8,8 @@
 //! calls into the VM (context create, request headers, response headers, one per response body
 //! chunk, delete), and the filter makes as few calls back as its config needs (see [`http`]).
 //! Built without the `mirror` feature (doppel_filter_split.wasm), the module exports no body
-//! callbacks: it splits only, and a request costs four calls whatever its body.
+//! callbacks: it splits, or mirrors with copies Envoy's router sends (`mirror.sender: envoy`),
+//! and a request costs four calls whatever its body.
 //!
 //! - [`root`]: the root context: parses the config, owns the per-VM state, publishes counters
 //!   on its tick, dispatches mirror copies and receives their answers.

@@ -115,6 +115,7 @@ pub fn render(inputs: &NodeInputs, version: u64) -> Result<Snapshot, RolloutErro
                 grpc_access_log(cluster, ACCESS_LOG_NAME, crate::accesslog::logged_keys())
             })
             .collect();
+        let mirror = envoy_mirror(&service.filter_config);
         builder = builder
             .listener(&http_listener_logged(
                 &state.service,
@@ -131,8 +132,9 @@ pub fn render(inputs: &NodeInputs, version: u64) -> Result<Snapshot, RolloutErro
                     (state.primary_cluster.as_str(), primary),
                     (state.shadow_cluster.as_str(), shadow),
                 ],
-                envoy_mirror(&service.filter_config)
-                    .map(|(mirror_to, marker)| header_mirror(&mirror_to, &marker)),
+                mirror.as_ref().map(|(mirror_to, marker)| {
+                    (mirror_to.as_str(), header_mirror(mirror_to, marker))
+                }),
             ));
     }
     let snapshot = builder.build()?;

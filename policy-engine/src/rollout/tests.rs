@@ -375,26 +375,40 @@ fn rollout_render_full_ads_and_filter_only() {
     assert!(error.contains("checkout-v2"), "{error}");
 }
 
-/// The mirror policies on the rendered route of `checkout`'s requests to its clusters.
-fn route_mirrors(
+/// The routes of `checkout`'s rendered route configuration, in order.
+fn checkout_routes(
     snapshot: &crate::xds::Snapshot,
-) -> Vec<envoy_types::pb::envoy::config::route::v3::route_action::RequestMirrorPolicy> {
+) -> Vec<envoy_types::pb::envoy::config::route::v3::Route> {
     use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
-    use envoy_types::pb::envoy::config::route::v3::route::Action as RouteKind;
     use prost::Message;
     let route = snapshot
         .resources(ResourceType::Route)
         .get("checkout")
         .expect("the checkout route");
     let config = RouteConfiguration::decode(route.any().value.as_slice()).expect("decodes");
-    config.virtual_hosts[0]
-        .routes
-        .iter()
-        .filter_map(|r| match &r.action {
-            Some(RouteKind::Route(action)) => Some(action.request_mirror_policies.clone()),
+    config.virtual_hosts[0].routes.clone()
+}
+
+/// The mirror policies on `checkout`'s routes.
+fn route_mirrors(
+    snapshot: &crate::xds::Snapshot,
+) -> Vec<envoy_types::pb::envoy::config::route::v3::route_action::RequestMirrorPolicy> {
+    use envoy_types::pb::envoy::config::route::v3::route::Action as RouteKind;
+    checkout_routes(snapshot)
+        .into_iter()
+        .filter_map(|r| match r.action {
+            Some(RouteKind::Route(action)) => Some(action.request_mirror_policies),
             _ => None,
         })
         .flatten()
+        .collect()
+}
+
+/// The match of each of `checkout`'s routes, in order, as debug text.
+fn route_matches(snapshot: &crate::xds::Snapshot) -> Vec<String> {
+    checkout_routes(snapshot)
+        .iter()
+        .map(|r| format!("{:?}", r.r#match))
         .collect()
 }
 
@@ -412,8 +426,19 @@ fn rollout_render_has_envoy_copy_only_what_the_filter_marks_when_envoy_sends_cop
         service.filter_config = filter_config(&p, &service.state);
         render(&node, 1).unwrap()
     };
-    let by_envoy = route_mirrors(&mirror("envoy"));
+    let snapshot = mirror("envoy");
+    let by_envoy = route_mirrors(&snapshot);
     assert_eq!(by_envoy.len(), 1, "{by_envoy:?}");
+    // Only the requests the filter marked take the copying route.
+    let routes = route_matches(&snapshot);
+    assert_eq!(routes.len(), 3, "{routes:?}");
+    assert!(
+        routes[1].contains("name: \"x-doppel-mirror-to\"")
+            && routes[1].contains("PresentMatch(true)"),
+        "{}",
+        routes[1]
+    );
+    assert!(routes[2].contains("headers: []"), "{}", routes[2]);
     let policy = &by_envoy[0];
     assert_eq!(policy.cluster_header, "x-doppel-mirror-to");
     assert!(policy.cluster.is_empty());

@@ -250,39 +250,53 @@ pub fn header_mirror(mirror_to: &str, marker: &str) -> RequestMirrorPolicy {
 }
 
 /// The split route: a request whose `variant_header` is `shadow` (the filter sets it on the
-/// requests it chose) goes to cluster `shadow`; every other request goes to `weights`, copied
-/// by `mirror` if given ([`header_mirror`]).
+/// requests it chose) goes to cluster `shadow`; every other request goes to `weights`. With
+/// `mirror` (`mirror_to` header, policy: [`header_mirror`]), a request carrying the header (the
+/// filter chose it to be copied) takes a route of its own that copies it: a mirror policy costs
+/// Envoy more per request even when it copies nothing, so the other requests' route has none.
 pub fn variant_route(
     name: &str,
     variant_header: &str,
     shadow: &str,
     weights: &[(&str, u32)],
-    mirror: Option<RequestMirrorPolicy>,
+    mirror: Option<(&str, RequestMirrorPolicy)>,
 ) -> RouteConfiguration {
-    let to_shadow = Route {
+    let exact = StringMatcher {
+        match_pattern: Some(MatchPattern::Exact("shadow".to_owned())),
+        ..Default::default()
+    };
+    let mut to_shadow = matching(variant_header, HeaderMatchSpecifier::StringMatch(exact));
+    to_shadow.action = Some(Action::Route(RouteAction {
+        cluster_specifier: Some(ClusterSpecifier::Cluster(shadow.to_owned())),
+        ..Default::default()
+    }));
+    let mut routes = vec![to_shadow];
+    if let Some((mirror_to, policy)) = mirror {
+        let mut copied = weighted(weights);
+        copied.r#match = matching(mirror_to, HeaderMatchSpecifier::PresentMatch(true)).r#match;
+        if let Some(Action::Route(action)) = copied.action.as_mut() {
+            action.request_mirror_policies.push(policy);
+        }
+        routes.push(copied);
+    }
+    routes.push(weighted(weights));
+    route_config(name, routes)
+}
+
+/// A route without action for every path of the requests whose `header` passes `test`.
+fn matching(header: &str, test: HeaderMatchSpecifier) -> Route {
+    Route {
         r#match: Some(RouteMatch {
             path_specifier: Some(PathSpecifier::Prefix("/".to_owned())),
             headers: vec![HeaderMatcher {
-                name: variant_header.to_owned(),
-                header_match_specifier: Some(HeaderMatchSpecifier::StringMatch(StringMatcher {
-                    match_pattern: Some(MatchPattern::Exact("shadow".to_owned())),
-                    ..Default::default()
-                })),
+                name: header.to_owned(),
+                header_match_specifier: Some(test),
                 ..Default::default()
             }],
             ..Default::default()
         }),
-        action: Some(Action::Route(RouteAction {
-            cluster_specifier: Some(ClusterSpecifier::Cluster(shadow.to_owned())),
-            ..Default::default()
-        })),
         ..Default::default()
-    };
-    let mut rest = weighted(weights);
-    if let (Some(policy), Some(Action::Route(action))) = (mirror, rest.action.as_mut()) {
-        action.request_mirror_policies.push(policy);
     }
-    route_config(name, vec![to_shadow, rest])
 }
 
 fn weighted(weights: &[(&str, u32)]) -> Route {

@@ -27,13 +27,41 @@ fn is_doppel_id(id: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_mirror_copies_only_allowed_methods_each_with_an_id_found_in_the_access_log() {
-    let service = "mirrormix";
+    copies_only_allowed_methods(Sender::Filter).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_mirror_sent_by_envoy_copies_the_same_requests_tagged_the_same_way() {
+    copies_only_allowed_methods(Sender::Envoy).await;
+}
+
+/// Who sends the copies (`mirror.sender`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Sender {
+    Filter,
+    Envoy,
+}
+
+/// Mirrors every request of five methods (a fifth of them GETs) and checks what the shadow,
+/// the primary, the access log and the stats saw.
+async fn copies_only_allowed_methods(sender: Sender) {
+    let (service, test, mirror) = match sender {
+        Sender::Filter => (
+            "mirrormix",
+            "mirror_methods",
+            json!({"cluster": "shadow", "timeout_ms": 2000, "max_in_flight": 1000}),
+        ),
+        Sender::Envoy => (
+            "mirrorenvoy",
+            "mirror_envoy",
+            json!({"cluster": "shadow", "sender": "envoy"}),
+        ),
+    };
     let stack = Stack::start(StackSpec {
-        test: "mirror_methods",
+        test,
         template: "mirror.yaml",
         filter_config: json!({
-            "service": service, "mode": "mirror", "percent": 100.0,
-            "mirror": {"cluster": "shadow", "timeout_ms": 2000, "max_in_flight": 1000}
+            "service": service, "mode": "mirror", "percent": 100.0, "mirror": mirror
         }),
         primary_args: &[],
         shadow_args: &[],
@@ -88,6 +116,7 @@ async fn e2e_mirror_copies_only_allowed_methods_each_with_an_id_found_in_the_acc
     let mut copies: BTreeMap<String, String> = BTreeMap::new();
     for entry in &shadow {
         assert_eq!(entry.header("x-doppel-mirror"), Some("1"), "{entry:?}");
+        assert_eq!(entry.header("x-doppel-mirror-to"), None, "{entry:?}");
         let id = entry.header("x-doppel-id").expect("a copy carries its id");
         assert!(is_doppel_id(id), "{id}");
         assert!(
@@ -131,6 +160,39 @@ async fn e2e_mirror_copies_only_allowed_methods_each_with_an_id_found_in_the_acc
         stats.all()
     );
     assert_eq!(stat("mirror", "failed"), 0, "{:?}", stats.all());
+    match sender {
+        Sender::Filter => {
+            assert_eq!(stat("mirror", "compared"), gets as u64, "{:?}", stats.all());
+            // The request itself never learns its copy's id.
+            assert!(primary.iter().all(|e| e.header("x-doppel-id").is_none()));
+        }
+        Sender::Envoy => {
+            // Nothing to compare in the filter: the shadow is judged on its cluster's stats.
+            assert_eq!(stat("mirror", "compared"), 0, "{:?}", stats.all());
+            let envoy = stack.envoy.stats("cluster.shadow.").await.expect("stats");
+            assert_eq!(
+                envoy.value("cluster.shadow.upstream_rq_total"),
+                gets as u64,
+                "{:?}",
+                envoy.all()
+            );
+            // The request and its copy carry the same id; the request also names the cluster.
+            for entry in &primary {
+                let id = entry.header("x-doppel-id");
+                match copies.get(id.unwrap_or_default()) {
+                    Some(path) => {
+                        assert_eq!(&entry.path, path);
+                        assert_eq!(entry.header("x-doppel-mirror-to"), Some("shadow"));
+                    }
+                    None => {
+                        assert_ne!(entry.method, "GET", "{entry:?}");
+                        assert_eq!(id, None, "{entry:?}");
+                        assert_eq!(entry.header("x-doppel-mirror-to"), None, "{entry:?}");
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

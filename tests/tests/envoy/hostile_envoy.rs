@@ -137,6 +137,7 @@ async fn envoy_hostile_requests_never_abort_the_filter_nor_steer_it() {
             ("x-doppel-variant", b"shadow"),
             ("x-doppel-id", b"0123456789abcdef0123456789abcdef"),
             ("x-doppel-mirror", b"1"),
+            ("x-doppel-mirror-to", b"shadow"),
         ],
         &[
             ("X-Doppel-Variant", b"shadow"),
@@ -159,7 +160,12 @@ async fn envoy_hostile_requests_never_abort_the_filter_nor_steer_it() {
         .await
         .expect("primary log");
     for entry in primary_log.iter().filter(|e| e.path.starts_with("/spoof/")) {
-        for name in ["x-doppel-variant", "x-doppel-id", "x-doppel-mirror"] {
+        for name in [
+            "x-doppel-variant",
+            "x-doppel-id",
+            "x-doppel-mirror",
+            "x-doppel-mirror-to",
+        ] {
             assert!(
                 entry.header(name).is_none(),
                 "{name} reached the primary: {entry:?}"

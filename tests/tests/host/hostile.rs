@@ -325,13 +325,22 @@ fn host_hostile_spoofed_control_headers_are_stripped() -> anyhow::Result<()> {
             ("x-doppel-variant", b"\xffshadow"),
             ("x-doppel-id", &[0xff; 64]),
         ],
-        &[("x-doppel-variant", b""), ("x-doppel-mirror", b"")],
+        &[
+            ("x-doppel-variant", b""),
+            ("x-doppel-mirror", b""),
+            ("x-doppel-mirror-to", b"shadow"),
+        ],
     ];
     for spoof in spoofs {
         let done = send(&mut host, request(spoof), HeaderMap::new())?;
         assert_eq!(done.cluster.as_deref(), Some("primary"), "{spoof:?}");
         let forwarded = done.forwarded.as_ref().expect("forwarded");
-        for name in ["x-doppel-variant", "x-doppel-id", "x-doppel-mirror"] {
+        for name in [
+            "x-doppel-variant",
+            "x-doppel-id",
+            "x-doppel-mirror",
+            "x-doppel-mirror-to",
+        ] {
             assert!(!forwarded.contains(name), "{name} survived: {spoof:?}");
         }
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use doppel_tests::host::support::get;
 use doppel_tests::host::{Action, Finished, Host};
+use doppel_tests::procs::{filter_split_wasm, filter_wasm};
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -249,5 +250,71 @@ fn host_mirror_steady_copies_publish_counters_once_a_period_not_on_every_dispatc
         later > 500,
         "within a publish period counters are published even though every tick dispatches: {later}"
     );
+    Ok(())
+}
+
+#[test]
+fn host_mirror_sent_by_envoy_marks_the_request_and_sends_nothing_itself() -> anyhow::Result<()> {
+    let config = r#"{"service":"cart","mode":"mirror","percent":100,"mirror":{"cluster":"shadow","sender":"envoy"}}"#;
+    // Both builds carry it: the split-only one, which the engine pushes, and the full one.
+    for module in [filter_split_wasm(), filter_wasm()] {
+        let mut host = Host::load(&module)?;
+        anyhow::ensure!(
+            host.configure(config)?,
+            "{module:?} refused: {:?}",
+            host.logs()
+        );
+        let mut ids = Vec::new();
+        for method in ["GET", "HEAD", "POST", "DELETE"] {
+            // A client's own x-doppel-mirror-to never names a cluster.
+            let spoofed = [
+                ("x-doppel-mirror-to", "elsewhere"),
+                ("x-doppel-mirror", "1"),
+            ];
+            let headers = [
+                (":method", method),
+                (":path", "/cart/7"),
+                (":authority", "cart"),
+                (":scheme", "http"),
+                spoofed[0],
+                spoofed[1],
+            ];
+            let done = host.request(&headers)?.respond(200, &[])?.finish()?;
+            host.advance(MS)?;
+            assert!(
+                host.callouts().is_empty(),
+                "{module:?}: Envoy sends the copy"
+            );
+            assert_eq!(done.cluster.as_deref(), Some("primary"), "{method}");
+            // Only Envoy's mirror policy writes the copy's marker.
+            assert!(
+                done.upstream_header("x-doppel-mirror").is_none(),
+                "{method}"
+            );
+            let to = done.upstream_header("x-doppel-mirror-to");
+            let id = done.upstream_header("x-doppel-id");
+            if matches!(method, "GET" | "HEAD") {
+                assert_eq!(to.as_deref(), Some("shadow"), "{method}");
+                let id = id.expect("the request carries the id its copy keeps");
+                assert_eq!(id.len(), 32, "{id}");
+                assert_eq!(
+                    done.filter_state.get("doppel_id").map(Vec::as_slice),
+                    Some(id.as_bytes())
+                );
+                assert_eq!(
+                    done.filter_state.get("doppel_variant").map(Vec::as_slice),
+                    Some(b"primary".as_slice())
+                );
+                ids.push(id);
+            } else {
+                assert_eq!((to, id), (None, None), "{method}: not copied");
+            }
+        }
+        assert_ne!(ids[0], ids[1]);
+        publish(&mut host)?;
+        assert_eq!(count(&host, "sent"), 2, "{module:?}");
+        assert_eq!(count(&host, "skipped_method"), 2, "{module:?}");
+        assert_eq!(count(&host, "compared"), 0, "{module:?}");
+    }
     Ok(())
 }

@@ -253,15 +253,15 @@ fn host_split_only_build_chooses_and_counts_as_the_full_build_and_refuses_to_mir
     );
     assert!(split_only.counter("doppel.cart.primary.rq_5xx") > Some(0));
 
-    // Mirroring needs the body callbacks this build does not export: refused, saying which
-    // module to load.
+    // Sending copies itself needs the body callbacks this build does not export: refused,
+    // saying which module to load or what to configure instead.
     let mut mirror_attempt = Host::load(doppel_tests::procs::filter_split_wasm())?;
     let mirror = r#"{"service":"cart","mode":"mirror","percent":1,"mirror":{"cluster":"shadow"}}"#;
     assert!(!mirror_attempt.configure(mirror)?);
     assert!(
         mirror_attempt.logged(
             doppel_tests::host::LogLevel::Error,
-            "splits only; load doppel_filter.wasm to mirror"
+            "sends no copies itself; load doppel_filter.wasm, or let Envoy send them (mirror.sender: envoy)"
         ),
         "{:?}",
         mirror_attempt.logs()
