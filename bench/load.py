@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """The load benchmark behind scripts/bench-load: one Envoy worker on loopback under wrk.
 
-Each configuration is a template in bench/envoy/ (none, split, mirror, lua, native-mirror) that
-serves two routes: /direct, answered by Envoy itself (direct_response: the filter's pure cost),
-and /, proxied to one upstream. Every round starts each configuration's Envoy in turn
+Each configuration is a template in bench/envoy/ (none, split, mirror, mirror-envoy, lua,
+native-mirror) that serves two routes: /direct, answered by Envoy itself (direct_response: the
+filter's pure cost), and /, proxied to one upstream. Every round starts each configuration's Envoy in turn
 (`--concurrency 1`), runs wrk against both routes, and stops it; the order rotates from round to
 round so no configuration always runs first. Figures are medians over rounds; a configuration's
 CPU cost per request is 1/rps(config) - 1/rps(no filter) from the same round; Envoy's own CPU
@@ -36,6 +36,7 @@ CONFIGS = [
     ("no filter", "none", None),
     ("doppel split 1%", "split", "split.json"),
     ("doppel mirror 1%", "mirror", "mirror.json"),
+    ("doppel mirror 1%, sent by Envoy", "mirror-envoy", "mirror-envoy.json"),
     ("Lua (header, random, header)", "lua", None),
     ("bare Rust Wasm (header, header, histogram)", "bare", None),
     ("native request_mirror_policies 1%", "native-mirror", None),
@@ -272,8 +273,9 @@ def measure(args, envoy_bin, wasm, split_wasm, bare_wasm):
                 upstream.port,
                 workdir,
                 envoy_bin,
-                # The split config gets the split-only build, as the engine pushes it.
-                {"bare": bare_wasm, "split": split_wasm}.get(template, wasm),
+                # Configs whose filter sends no copies get the split-only build, as the engine
+                # pushes it.
+                {"bare": bare_wasm, "split": split_wasm, "mirror-envoy": split_wasm}.get(template, wasm),
             )
         for r in range(args.rounds):
             order = configs[r % len(configs):] + configs[: r % len(configs)]
@@ -422,16 +424,19 @@ def section(args, samples, upstream, envoy_bin, command):
         "- **bare Rust Wasm** is `bench/bare-filter/`: a filter built with the proxy-wasm Rust SDK that",
         "  reads one header, writes one and records one histogram per request, the least a Rust Wasm",
         "  filter does; doppel speaks the ABI itself and measures only a sample of primary requests",
-        "  (`docs/filter-config.md`). doppel split runs the split-only build (doppel_filter_split.wasm,",
-        "  as the engine pushes it), doppel mirror the full one. `scripts/bench-instructions` prices",
+        "  (`docs/filter-config.md`). doppel split and doppel mirror sent by Envoy run the split-only",
+        "  build (doppel_filter_split.wasm, as the engine pushes them), doppel mirror the full one",
+        "  (the filter sends the copies and compares the answers; sent by Envoy, the router copies",
+        "  the requests the filter marked: `bench/envoy/mirror-envoy.yaml`). `scripts/bench-instructions` prices",
         "  the same configurations in",
         "  instructions per request, which do not depend on the machine's other load.",
         "- **sent to shadow**: requests the `shadow` cluster received (`cluster.shadow.upstream_rq_total`)",
         "  per request served, which checks that each configuration chose about 1%.",
         "  The Lua filter and doppel split route their 1% to the shadow cluster when proxying (on",
-        "  the direct_response route nothing is routed, hence 0%); the two mirrors copy 1% of",
+        "  the direct_response route nothing is routed, hence 0%); the mirrors copy 1% of",
         "  requests there on top of serving them. The native mirror is a router feature, so it has",
-        "  no direct_response row (that route never reaches the router).",
+        "  no direct_response row (that route never reaches the router), and doppel's mirror sent",
+        "  by Envoy copies nothing there (0%): its direct_response row is the filter's marking alone.",
         "- The figures are ratios from one run on a shared machine: compare rows with each other, not",
         "  with figures from another run or another machine.",
     ]
