@@ -481,3 +481,86 @@ async fn rollout_rule_rollback_decision_takes_the_shadow_to_zero_in_one_push() {
         Some(2)
     );
 }
+
+/// Full ADS with Envoy's router sending the mirror copies (`traffic.mirror.sender: envoy`): the
+/// engine pushes the split-only build and a route that copies exactly the requests the filter
+/// marked, so the shadow gets the policy's share of copies and the clients only the primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_full_ads_mirror_sent_by_envoy_copies_the_share_the_filter_marks() {
+    let primary = Upstream::start("primary").await.expect("primary upstream");
+    let shadow = Upstream::start("shadow").await.expect("shadow upstream");
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_full_ads(
+        dir.path(),
+        primary.address,
+        shadow.address,
+        &format!(
+            "{{ kind: wasm, path: \"{}\", split_path: \"{}\" }}",
+            filter_wasm().display(),
+            filter_split_wasm().display()
+        ),
+    );
+    let policy = std::fs::read_to_string(dir.path().join("policy.yaml")).expect("policy");
+    let mirrored = policy.replace(
+        "  mode: split\n",
+        "  mode: mirror\n  mirror:\n    sender: envoy\n",
+    );
+    assert_ne!(mirrored, policy);
+    std::fs::write(dir.path().join("policy.yaml"), mirrored).expect("policy");
+    let xds_port = free_port();
+    let engine = Engine::start(
+        dir.path(),
+        &dir.path().join("serve.yaml"),
+        &dir.path().join("state.redb"),
+        xds_port,
+    )
+    .expect("doppel serve");
+    let bootstrap = render_ads_bootstrap(xds_port, AdsMode::Sotw).expect("bootstrap");
+    let envoy = Envoy::start(&bootstrap, NODE).await.expect("envoy");
+    wait_weights(&envoy, (10_000, 0)).await;
+
+    let out = engine.cli(&["start", "checkout", "--version", "v2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Step 1: 10% of requests copied; the route keeps serving everything from the primary.
+    wait_filter(&envoy, "mirror", 10.0).await;
+    assert!(
+        served_module(&envoy)
+            .await
+            .ends_with("doppel_filter_split.wasm"),
+        "the filter sends no copies itself: the split-only build serves"
+    );
+    let requests = 400;
+    let listener = envoy
+        .listener_address("checkout")
+        .await
+        .expect("listener bound");
+    let (to_primary, _) = drive_listener(listener, requests, &primary, &shadow).await;
+    assert_eq!(
+        to_primary, requests,
+        "every client request is the primary's"
+    );
+    // Copies are sent beside the requests; wait until they have all landed.
+    let mut copies = shadow.hits();
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = shadow.hits();
+        if now == copies {
+            break;
+        }
+        copies = now;
+    }
+    // Binomial(400, 0.1): 40 expected; far outside is a wrong share, not bad luck.
+    assert!(
+        (15..=70).contains(&copies),
+        "the shadow got {copies} copies of {requests} requests at 10%"
+    );
+    let sent = envoy
+        .stat("cluster.checkout-v2.upstream_rq_total")
+        .await
+        .expect("shadow cluster stat");
+    assert_eq!(sent, copies, "every copy went through the shadow's cluster");
+}
