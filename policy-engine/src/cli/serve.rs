@@ -21,7 +21,7 @@ use crate::accesslog::SampleStore;
 use crate::dashboard::{self, Dashboard};
 use crate::ingest::{ClusterRegistry, StoreConfig, WindowStore};
 use crate::rollout::store::Store;
-use crate::rollout::{Controller, Setup};
+use crate::rollout::{Controller, Setup, Steering};
 use crate::telemetry;
 use crate::tls::{ServerTls, TlsFiles};
 use crate::xds::SnapshotCache;
@@ -214,6 +214,19 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         tracing::warn!("no API token configured: state-changing API requests are refused");
     }
     let setup = config::load(&args.config)?;
+    if setup.steering == Steering::FilterOnly {
+        for (service, s) in &setup.services {
+            let by_envoy = s
+                .policy
+                .traffic
+                .mirror
+                .as_ref()
+                .is_some_and(|m| m.sender.as_deref() == Some("envoy"));
+            if by_envoy {
+                tracing::warn!(%service, "traffic.mirror.sender is envoy under filter-only steering: the mesh's route must copy the requests the filter marks (docs/filter-config.md, \"Mirror: copies Envoy sends\"); doppel serves no routes here");
+            }
+        }
+    }
     let policy_files = super::reload::watched(config::policy_paths(&args.config)?);
     let store = Store::open(&args.store).map_err(|e| e.to_string())?;
     let cache = Arc::new(SnapshotCache::new());
