@@ -69,6 +69,33 @@ fn phase(status: &Value) -> (String, Option<u64>) {
     )
 }
 
+/// `doppel serve` on the config [`write_full_ads`] wrote in `dir`, and an Envoy on its ADS,
+/// once Envoy routes everything to the primary.
+async fn full_ads(dir: &Path) -> (Engine, Envoy) {
+    let xds_port = free_port();
+    let engine = Engine::start(
+        dir,
+        &dir.join("serve.yaml"),
+        &dir.join("state.redb"),
+        xds_port,
+    )
+    .expect("doppel serve");
+    let bootstrap = render_ads_bootstrap(xds_port, AdsMode::Sotw).expect("bootstrap");
+    let envoy = Envoy::start(&bootstrap, NODE).await.expect("envoy");
+    wait_weights(&envoy, (10_000, 0)).await;
+    (engine, envoy)
+}
+
+/// `doppel rollout start checkout --version v2`, which must succeed.
+fn start_rollout(engine: &Engine) {
+    let out = engine.cli(&["start", "checkout", "--version", "v2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 async fn pass(engine: &Engine) -> Value {
     // Each step holds 200 ms: wait it out, then report a passing analysis.
     tokio::time::sleep(Duration::from_millis(250)).await;
@@ -89,27 +116,10 @@ async fn rollout_healthy_shadow_is_promoted_through_every_step() {
         shadow.address,
         "{ kind: none }",
     );
-    let xds_port = free_port();
-    let engine = Engine::start(
-        dir.path(),
-        &dir.path().join("serve.yaml"),
-        &dir.path().join("state.redb"),
-        xds_port,
-    )
-    .expect("doppel serve");
-    let bootstrap = render_ads_bootstrap(xds_port, AdsMode::Sotw).expect("bootstrap");
-    let envoy = Envoy::start(&bootstrap, NODE).await.expect("envoy");
-
+    let (engine, envoy) = full_ads(dir.path()).await;
     // Pending: everything on the primary.
-    wait_weights(&envoy, (10_000, 0)).await;
     assert_eq!(drive(&envoy, &primary, &shadow).await, (REQUESTS, 0));
-
-    let out = engine.cli(&["start", "checkout", "--version", "v2"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    start_rollout(&engine);
     for (step, shadow_units) in [(1, 1_000u64), (2, 5_000), (3, 9_000)] {
         assert_eq!(
             phase(&engine.status("checkout")),
@@ -507,30 +517,13 @@ async fn rollout_full_ads_mirror_sent_by_envoy_copies_the_share_the_filter_marks
     );
     assert_ne!(mirrored, policy);
     std::fs::write(dir.path().join("policy.yaml"), mirrored).expect("policy");
-    let xds_port = free_port();
-    let engine = Engine::start(
-        dir.path(),
-        &dir.path().join("serve.yaml"),
-        &dir.path().join("state.redb"),
-        xds_port,
-    )
-    .expect("doppel serve");
-    let bootstrap = render_ads_bootstrap(xds_port, AdsMode::Sotw).expect("bootstrap");
-    let envoy = Envoy::start(&bootstrap, NODE).await.expect("envoy");
-    wait_weights(&envoy, (10_000, 0)).await;
-
-    let out = engine.cli(&["start", "checkout", "--version", "v2"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (engine, envoy) = full_ads(dir.path()).await;
+    start_rollout(&engine);
     // Step 1: 10% of requests copied; the route keeps serving everything from the primary.
     wait_filter(&envoy, "mirror", 10.0).await;
-    assert!(
-        served_module(&envoy)
-            .await
-            .ends_with("doppel_filter_split.wasm"),
+    assert_eq!(
+        served_module(&envoy).await,
+        filter_split_wasm().display().to_string(),
         "the filter sends no copies itself: the split-only build serves"
     );
     let requests = 400;
