@@ -306,9 +306,9 @@ def section(args, rows, envoy_bin, command):
         "",
         "- Instructions Envoy executed per request (all its threads, the Wasm VM's generated code",
         "  included), counted by callgrind while sequential keep-alive requests hit `/direct`",
-        "  (answered by Envoy itself) or `/` (proxied to nginx) with an `x-user-id` header. Counts are exact and do not",
-        "  depend on other load on the machine; they are not time, so the load benchmark above",
-        "  stays the reference for time.",
+        "  (answered by Envoy itself) or `/` (proxied to nginx) with an `x-user-id` header.",
+        "  Counts are exact and do not depend on other load on the machine; they are not time,",
+        "  so the load benchmark above stays the reference for time.",
         "- **vs Lua** and **vs bare Rust Wasm** divide the cost over no filter by that filter's. The",
         "  bare filter is built with the proxy-wasm Rust SDK (`bench/bare-filter/`); doppel speaks",
         "  the ABI itself (`filter/src/glue/`).",
@@ -365,14 +365,15 @@ def throughput_floor(rows):
 
     uncalled = kept("probe: Wasm filter, no request callback")
     verdict = (
-        "0.97 is out of reach of any Wasm filter in Envoy 1.40: merely loading one costs more"
+        "0.97 of it is out of reach of any Wasm filter in Envoy 1.40, as merely loading one costs more"
         if uncalled < 0.97
-        else "0.97 leaves a Wasm filter little beyond being loaded"
+        else "0.97 of it leaves a Wasm filter little beyond being loaded"
     )
     return [
-        f"- **Throughput when proxying**: a Wasm filter Envoy never calls per request keeps {uncalled:.3f}",
-        f"  of the no-filter throughput, one callback into the VM {kept('probe: one callback into the VM'):.3f},",
-        f"  Lua {kept('Lua (header, random, header)'):.3f}, doppel split 1% {kept('doppel split 1%, sticky header'):.3f}: {verdict}.",
+        "- **Throughput when proxying**: a Wasm filter Envoy never calls per request keeps",
+        f"  {uncalled:.3f} of the no-filter throughput, one callback into the VM"
+        f" {kept('probe: one callback into the VM'):.3f}, Lua {kept('Lua (header, random, header)'):.3f},",
+        f"  doppel split 1% {kept('doppel split 1%, sticky header'):.3f}: {verdict}.",
     ]
 
 
