@@ -377,8 +377,8 @@ pub enum Sender {
     /// The filter, with an HTTP callout from its root context; it compares the two answers.
     #[default]
     Filter,
-    /// Envoy's router: the filter names the shadow's cluster in the mirror header, which the
-    /// route's `request_mirror_policies` entry reads (`cluster_header`). No callout and no
+    /// Envoy's router: the filter names the shadow's cluster in the `mirror_to` header, which
+    /// the route's `request_mirror_policies` entry reads (`cluster_header`). No callout and no
     /// comparison in the filter: the shadow is judged on its cluster's stats.
     Envoy,
 }

@@ -13,7 +13,7 @@
 use super::host::Buffer;
 use super::host::{self, HeaderMap};
 use super::root::{Job, Shared, tally_resolution};
-use crate::config::{CONTROL_HEADERS, FilterConfig, Mode, Sender};
+use crate::config::{CONTROL_HEADERS, FilterConfig, MirrorConfig, Mode, Sender};
 use crate::decide::Decider;
 use crate::mirror::{
     Answer, BodyDigest, Report, Safety, copy_headers, has_required_pseudo_headers, safety,
@@ -92,16 +92,8 @@ impl Http {
         let Some(m) = &shared.config.mirror else {
             return;
         };
-        let method = headers.get(":method").unwrap_or_default();
-        let length = if end_of_stream {
-            None
-        } else {
-            headers.get("content-length")
-        };
-        let body_len = match safety(m, method, length, end_of_stream) {
-            Safety::Copy { body_len } => body_len,
-            Safety::SkipMethod => return self.count(Counter::MirrorSkippedMethod),
-            Safety::SkipBody => return self.count(Counter::MirrorSkippedBody),
+        let Some(body_len) = self.copyable(m, headers, end_of_stream) else {
+            return;
         };
         let now = self.start_ns.unwrap_or_default();
         let (key, id) = {
@@ -149,15 +141,9 @@ impl Http {
         self.copy = Some(Box::new(copy));
     }
 
-    /// Mirror by Envoy: name the shadow's cluster in the mirror header, which the route's
-    /// `request_mirror_policies` entry reads (`cluster_header`), and tag the request with an id
-    /// the copy keeps. The route's policy rewrites the header to `1` on the copy.
-    fn mark_for_envoy(&mut self, headers: Option<Headers>, end_of_stream: bool) {
-        let shared = self.shared.clone();
-        let (Some(m), Some(headers)) = (&shared.config.mirror, headers) else {
-            // Envoy sent headers the filter cannot read: nothing to check the copy against.
-            return self.count(Counter::MirrorFailed);
-        };
+    /// The length of the body to copy with the request (`mirror.methods`, `max_body_bytes`), or
+    /// `None` when it may not be copied: the reason is counted.
+    fn copyable(&self, m: &MirrorConfig, headers: Headers, end_of_stream: bool) -> Option<u64> {
         let method = headers.get(":method").unwrap_or_default();
         let length = if end_of_stream {
             None
@@ -165,9 +151,30 @@ impl Http {
             headers.get("content-length")
         };
         match safety(m, method, length, end_of_stream) {
-            Safety::Copy { .. } => {}
-            Safety::SkipMethod => return self.count(Counter::MirrorSkippedMethod),
-            Safety::SkipBody => return self.count(Counter::MirrorSkippedBody),
+            Safety::Copy { body_len } => Some(body_len),
+            Safety::SkipMethod => {
+                self.count(Counter::MirrorSkippedMethod);
+                None
+            }
+            Safety::SkipBody => {
+                self.count(Counter::MirrorSkippedBody);
+                None
+            }
+        }
+    }
+
+    /// Mirror by Envoy: name the shadow's cluster in the `mirror_to` header, which the route's
+    /// `request_mirror_policies` entry reads (`cluster_header`), and tag the request with an id
+    /// the copy keeps. The route's policy drops `mirror_to` from the copy and marks it with the
+    /// mirror header.
+    fn mark_for_envoy(&mut self, headers: Option<Headers>, end_of_stream: bool) {
+        let shared = self.shared.clone();
+        let (Some(m), Some(headers)) = (&shared.config.mirror, headers) else {
+            // Envoy sent headers the filter cannot read: nothing to check the copy against.
+            return self.count(Counter::MirrorFailed);
+        };
+        if self.copyable(m, headers, end_of_stream).is_none() {
+            return;
         }
         let id = {
             let mut st = shared.state.borrow_mut();
@@ -231,9 +238,8 @@ impl Http {
 }
 
 /// The request headers looked up in one pass: doppel's control headers (variant, id, mirror,
-/// mirror_to),
-/// then those the decision reads, when there are at most [`INLINE_VALUES`] of them (more are
-/// looked up one by one).
+/// mirror_to), then those the decision reads, when there are at most [`INLINE_VALUES`] of them
+/// (more are looked up one by one).
 pub fn wanted_headers(config: &FilterConfig, decider: &Decider) -> Names {
     let control = config.headers.control();
     let needed = decider.needed();

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use clap::{Args, ValueEnum};
+use doppel_filter::config::Sender;
 use doppel_filter::names::Variant;
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -221,7 +222,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
                 .traffic
                 .mirror
                 .as_ref()
-                .is_some_and(|m| m.sender.as_deref() == Some("envoy"));
+                .is_some_and(|m| m.sender == Some(Sender::Envoy));
             if by_envoy {
                 tracing::warn!(%service, "traffic.mirror.sender is envoy under filter-only steering: the mesh's route must copy the requests the filter marks (docs/filter-config.md, \"Mirror: copies Envoy sends\"); doppel serves no routes here");
             }

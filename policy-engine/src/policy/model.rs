@@ -170,8 +170,8 @@ pub struct Headers {
 /// Mirror settings (`None`: the filter's default).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Mirror {
-    /// Who sends the copies: `filter` (the default) or `envoy`.
-    pub sender: Option<String>,
+    /// Who sends the copies (`None`: the filter's default, the filter).
+    pub sender: Option<doppel_filter::config::Sender>,
     /// `:authority` of the copy.
     pub authority: Option<String>,
     /// Methods that may be copied.

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
+use doppel_filter::config::Sender;
 use serde_saphyr::Spanned;
 
 use super::expr;
@@ -334,18 +335,17 @@ impl Validator<'_> {
                 })
                 .collect()
         });
-        let sender = m.sender.as_ref().map(|x| {
-            if !["filter", "envoy"].contains(&x.value.as_str()) {
+        let sender = m.sender.as_ref().and_then(|x| match x.value.as_str() {
+            "filter" => Some(Sender::Filter),
+            "envoy" => Some(Sender::Envoy),
+            other => {
                 self.problem(
                     x,
                     "sender",
-                    format!(
-                        "traffic.mirror.sender: `{}` is neither filter nor envoy",
-                        x.value
-                    ),
+                    format!("traffic.mirror.sender: `{other}` is neither filter nor envoy"),
                 );
+                None
             }
-            x.value.clone()
         });
         Mirror {
             sender,
