@@ -42,6 +42,7 @@ CONFIGS = [
     ("doppel mirror 1%", "mirror", "mirror.json", "doppel"),
     ("doppel off", "split", "off.json", "split"),
 ]
+ROUTES_ALONE = "doppel's routes alone at 1%, no filter"
 # The same kinds of configuration proxied to nginx ("/"): what a filter costs a proxied request.
 # (label, template, doppel filter config or None, wasm as in CONFIGS or "probe:NAME").
 PROXIED = [
@@ -50,6 +51,7 @@ PROXIED = [
     ("proxied, probe: one callback into the VM", "bare", None, "probe:callback"),
     ("proxied, Lua (header, random, header)", "lua", None, None),
     ("proxied, doppel split 1%, sticky header", "split", "split.json", "split"),
+    (f"proxied, {ROUTES_ALONE}", "routes", None, None),
 ]
 # Every request mirrored, or none, proxied to nginx: the cost of one mirrored request, doppel's
 # and Envoy's own. (label, template, doppel filter config or None, wasm as in CONFIGS, percent of
@@ -373,7 +375,9 @@ def throughput_floor(rows):
         "- **Throughput when proxying**: a Wasm filter Envoy never calls per request keeps",
         f"  {uncalled:.3f} of the no-filter throughput, one callback into the VM"
         f" {kept('probe: one callback into the VM'):.3f}, Lua {kept('Lua (header, random, header)'):.3f},",
-        f"  doppel split 1% {kept('doppel split 1%, sticky header'):.3f}: {verdict}.",
+        f"  doppel split 1% {kept('doppel split 1%, sticky header'):.3f}: {verdict}. doppel's routes",
+        "  alone (what the engine serves over full ADS with `filter: { kind: none }`: a weighted",
+        f"  split by Envoy's router, no attribute matching, stickiness or id) keep {kept(ROUTES_ALONE):.3f}.",
     ]
 
 
