@@ -176,6 +176,17 @@ impl Engine {
             .expect("running doppel rollout")
     }
 
+    /// `doppel rollout start checkout --version v2`, which must succeed (the service
+    /// [`policy_yaml`] writes).
+    pub fn start_rollout(&self) {
+        let out = self.cli(&["start", "checkout", "--version", "v2"]);
+        assert!(
+            out.status.success(),
+            "doppel rollout start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// `doppel rollout status SERVICE --json`, parsed.
     pub fn status(&self, service: &str) -> Value {
         let out = self.cli(&["status", service, "--json"]);

@@ -98,12 +98,7 @@ async fn dashboard_browser_shows_traffic_and_the_rollback_of_a_faulty_shadow() {
         render_ads_bootstrap_with_metrics(xds_port, engine.metrics.port(), AdsMode::Sotw)
             .expect("bootstrap");
     let envoy = Envoy::start(&bootstrap, NODE).await.expect("envoy");
-    let out = engine.cli(&["start", "checkout", "--version", "v2"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    engine.start_rollout();
     eventually(XDS_WAIT, "step 1 at 50% in Envoy", || async {
         let weights = envoy.route_weights().await.ok()?;
         weights

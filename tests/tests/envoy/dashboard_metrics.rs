@@ -134,12 +134,7 @@ async fn dashboard_metrics_pass_promtool_and_the_buttons_need_the_token() {
 
     // Traffic through Envoy: its cluster stats reach the engine's windows.
     let listener = envoy.listener_address("checkout").await.expect("listener");
-    let out = engine.cli(&["start", "checkout", "--version", "v2"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    engine.start_rollout();
     for _ in 0..100 {
         let reply = http_get(listener, "/")
             .await

@@ -86,16 +86,6 @@ async fn full_ads(dir: &Path) -> (Engine, Envoy) {
     (engine, envoy)
 }
 
-/// `doppel rollout start checkout --version v2`, which must succeed.
-fn start_rollout(engine: &Engine) {
-    let out = engine.cli(&["start", "checkout", "--version", "v2"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 async fn pass(engine: &Engine) -> Value {
     // Each step holds 200 ms: wait it out, then report a passing analysis.
     tokio::time::sleep(Duration::from_millis(250)).await;
@@ -119,7 +109,7 @@ async fn rollout_healthy_shadow_is_promoted_through_every_step() {
     let (engine, envoy) = full_ads(dir.path()).await;
     // Pending: everything on the primary.
     assert_eq!(drive(&envoy, &primary, &shadow).await, (REQUESTS, 0));
-    start_rollout(&engine);
+    engine.start_rollout();
     for (step, shadow_units) in [(1, 1_000u64), (2, 5_000), (3, 9_000)] {
         assert_eq!(
             phase(&engine.status("checkout")),
@@ -173,12 +163,7 @@ async fn rollout_engine_sigkill_mid_rollout_resumes_the_same_step() {
     let envoy = Envoy::start(&bootstrap, NODE).await.expect("envoy");
     wait_weights(&envoy, (10_000, 0)).await;
 
-    let out = engine.cli(&["start", "checkout", "--version", "v2"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    engine.start_rollout();
     pass(&engine).await;
     wait_weights(&envoy, (5_000, 5_000)).await;
     let before = engine.status("checkout");
@@ -341,12 +326,7 @@ async fn rollout_filter_only_rollback_over_ecds_and_a_nack_is_reported() {
         "pending: the filter is off"
     );
 
-    let out = engine.cli(&["start", "checkout", "--version", "v2"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    engine.start_rollout();
     wait_filter(&envoy, "split", 10.0).await;
     assert_eq!(
         served_module(&envoy).await,
@@ -456,12 +436,7 @@ async fn rollout_rule_rollback_decision_takes_the_shadow_to_zero_in_one_push() {
     .expect("doppel serve");
     let bootstrap = render_ads_bootstrap(xds_port, AdsMode::Delta).expect("bootstrap");
     let envoy = Envoy::start(&bootstrap, NODE).await.expect("envoy");
-    let out = engine.cli(&["start", "checkout", "--version", "v2"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    engine.start_rollout();
     wait_weights(&envoy, (9_000, 1_000)).await;
     let before = engine.status("checkout")["nodes"][0]["version"].as_u64();
 
@@ -518,7 +493,7 @@ async fn rollout_full_ads_mirror_sent_by_envoy_copies_the_share_the_filter_marks
     assert_ne!(mirrored, policy);
     std::fs::write(dir.path().join("policy.yaml"), mirrored).expect("policy");
     let (engine, envoy) = full_ads(dir.path()).await;
-    start_rollout(&engine);
+    engine.start_rollout();
     // Step 1: 10% of requests copied; the route keeps serving everything from the primary.
     wait_filter(&envoy, "mirror", 10.0).await;
     assert_eq!(

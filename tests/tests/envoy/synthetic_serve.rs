@@ -54,15 +54,6 @@ fn phase(status: &Value) -> String {
         .to_owned()
 }
 
-fn start_rollout(engine: &Engine) {
-    let out = engine.cli(&["start", "checkout", "--version", "v2"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Must show: a shadow that fails one probe's body check is caught by a rule on
 /// `synthetic.shadow.failed` with no user traffic, and the rollout rolls back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,7 +66,7 @@ async fn e2e_synthetic_shadow_with_a_wrong_body_rolls_back_without_user_traffic(
     let rules = "  - name: shadow-fails-probes\n    when: synthetic.shadow.failed > 0 && synthetic.primary.failed == 0\n    action: rollback\n";
     write_setup(run.path(), &policy(rules, ""), &primary, &shadow);
     let engine = start_engine(run.path());
-    start_rollout(&engine);
+    engine.start_rollout();
 
     let status = eventually(WAIT, "the rollout to roll back", || async {
         let status = engine.status("checkout");
@@ -144,7 +135,7 @@ async fn e2e_alerts_from_serve_reach_failing_receivers_once_each() {
     );
     write_setup(run.path(), &policy(rules, &alerts), &primary, &shadow);
     let engine = start_engine(run.path());
-    start_rollout(&engine);
+    engine.start_rollout();
 
     let slack_trigger = slack.wait_for(1, WAIT).await;
     let pd_trigger = pagerduty.wait_for(1, WAIT).await;

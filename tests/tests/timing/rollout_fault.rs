@@ -188,12 +188,7 @@ async fn rollout_shadow_failing_mid_rollout_is_rolled_back_by_the_analysis_loop(
     })
     .await;
 
-    let out = engine.cli(&["start", "checkout", "--version", "v2"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    engine.start_rollout();
     eventually(XDS_WAIT, "step 1 at 50%", || async {
         (weights(&envoy).await == Some((5_000, 5_000))).then_some(())
     })
