@@ -204,6 +204,22 @@ mod tests {
             "traffic:\n",
             "traffic:\n  headers:\n    mirror_to: x-copy-to\n",
         );
+        // Its rules read the comparison, which a copy Envoy sends never reaches: refused,
+        // naming the rule.
+        let problems = super::super::parse(&envoy).expect_err("rules on answers never seen");
+        assert!(
+            problems.iter().any(|p| p.code == "mirror"
+                && p.message
+                    .contains("rule `answers-differ` reads mirror.compared")),
+            "{problems:?}"
+        );
+        let rules = envoy.find("rules:\n").expect("a rules section");
+        let alerts = envoy.find("alerts:\n").expect("an alerts section");
+        let envoy = format!(
+            "{}rules:\n  - name: shadow-errors\n    when: compare.errors.worse && mirror.sent > 0\n    action: rollback\n{}",
+            &envoy[..rules],
+            &envoy[alerts..]
+        );
         let policy = super::super::parse(&envoy).expect("valid policy");
         let config = policy
             .filter_config(super::Mode::Mirror, 5.0, "search-next")
@@ -222,9 +238,9 @@ mod tests {
             "{problems:?}"
         );
         // What only a filter-sent copy can do is refused, with the filter's reason.
-        let compared = text.replace(
-            "  mirror:\n",
-            "  mirror:\n    sender: envoy\n    compare_body_bytes: 64\n",
+        let compared = envoy.replace(
+            "    sender: envoy\n",
+            "    sender: envoy\n    compare_body_bytes: 64\n",
         );
         let problems = super::super::parse(&compared).expect_err("nothing to compare");
         assert!(

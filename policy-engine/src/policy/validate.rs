@@ -75,6 +75,10 @@ pub fn validate(raw: RawPolicy, text: &str, dir: Option<&Path>) -> Result<Policy
         &traffic.custom_metrics,
         &resource_names(resources.as_ref()),
         !synthetic.is_empty(),
+        traffic
+            .mirror
+            .as_ref()
+            .is_some_and(|m| m.sender == Some(Sender::Envoy)),
     );
     let steps = v.steps(&raw.steps);
     let mut problems = v.problems;
@@ -430,6 +434,7 @@ impl Validator<'_> {
         custom: &[String],
         resources: &[String],
         probes: bool,
+        envoy_copies: bool,
     ) -> Vec<Rule> {
         if rules.value.is_empty() {
             self.problem(rules, "rules", "a policy needs at least one rule".into());
@@ -495,6 +500,19 @@ impl Validator<'_> {
                         "synthetic",
                         format!(
                             "rule `{name}` reads synthetic.* but the policy has no `synthetic:` probes"
+                        ),
+                    );
+                    None
+                }
+                Ok(ref c)
+                    if envoy_copies
+                        && let Some(field) = c.fields.iter().find(|f| reads_an_answer(f)) =>
+                {
+                    self.problem(
+                        &r.when,
+                        "mirror",
+                        format!(
+                            "rule `{name}` reads {field}, but with traffic.mirror.sender: envoy the filter never sees a copy's answer (mirror.compared, mismatches and failed stay 0): judge the shadow with shadow.* and compare.*"
                         ),
                     );
                     None
@@ -579,4 +597,12 @@ impl Validator<'_> {
             }
         }
     }
+}
+
+/// Whether a rule field counts what the filter learns from a copy's answer, which it only gets
+/// when it sends the copy itself.
+fn reads_an_answer(field: &str) -> bool {
+    ["mirror.compared", "mirror.mismatch", "mirror.failed"]
+        .iter()
+        .any(|prefix| field.starts_with(prefix))
 }
