@@ -43,6 +43,7 @@ CONFIGS = [
     ("doppel off", "split", "off.json", "split"),
 ]
 ROUTES_ALONE = "doppel's routes alone at 1%, no filter"
+IDLE_MIRROR = "a mirror policy on the route, copying none, no filter"
 # The same kinds of configuration proxied to nginx ("/"): what a filter costs a proxied request.
 # (label, template, doppel filter config or None, wasm as in CONFIGS or "probe:NAME").
 PROXIED = [
@@ -52,6 +53,7 @@ PROXIED = [
     ("proxied, Lua (header, random, header)", "lua", None, None),
     ("proxied, doppel split 1%, sticky header", "split", "split.json", "split"),
     (f"proxied, {ROUTES_ALONE}", "routes", None, None),
+    (f"proxied, {IDLE_MIRROR}", "idle-mirror", None, None),
 ]
 # Every request mirrored, or none, proxied to nginx: the cost of one mirrored request, doppel's
 # and Envoy's own. (label, template, doppel filter config or None, wasm as in CONFIGS, percent of
@@ -351,10 +353,17 @@ def section(args, rows, envoy_bin, command):
         "  not do: its answer comes back into the VM. **Sent by Envoy** (`mirror.sender: envoy`;",
         "  the split-only build, `bench/envoy/mirror-envoy.yaml`): the filter names the shadow's",
         "  cluster in `x-doppel-mirror-to` on the chosen request and Envoy's router copies it",
-        "  (`cluster_header`, on a route only the marked requests take; a mirror policy costs",
-        "  Envoy about 14k instructions per request on a route even when it copies nothing): no",
-        "  comparison in the filter, the shadow is judged on its cluster's stats.",
+        "  (`cluster_header`, on a route only the marked requests take: a mirror policy costs",
+        f"  Envoy {idle_mirror(rows):+,.0f} instructions on every request of its route even when it",
+        "  copies nothing, the row above): no comparison in the filter, the shadow is judged on",
+        "  its cluster's stats.",
     ]) + "\n"
+
+
+def idle_mirror(rows):
+    """What a mirror policy that copies nothing adds to each request of its route."""
+    by_label = dict(rows)
+    return by_label[f"proxied, {IDLE_MIRROR}"] - by_label["proxied, no filter"]
 
 
 def throughput_floor(rows):

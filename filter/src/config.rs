@@ -214,6 +214,14 @@ impl FilterConfig {
         Ok(())
     }
 
+    /// Who sends the copies: `None` unless the mode is mirror.
+    pub fn sender(&self) -> Option<Sender> {
+        match (self.mode, &self.mirror) {
+            (Mode::Mirror, Some(m)) => Some(m.sender),
+            _ => None,
+        }
+    }
+
     /// Whether `name` (lower-case) is one of doppel's control headers.
     pub fn is_control_header(&self, name: &str) -> bool {
         self.headers.control().contains(&name)

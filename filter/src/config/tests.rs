@@ -160,7 +160,7 @@ fn non_json_is_refused_as_a_whole() {
 fn a_copy_envoy_sends_is_neither_compared_nor_readdressed() {
     let envoy = r#"{"service":"a","mode":"mirror","percent":1,"mirror":{"cluster":"shadow","sender":"envoy""#;
     let c = parse(&format!("{envoy}}}}}")).unwrap();
-    assert_eq!(c.mirror.as_ref().unwrap().sender, Sender::Envoy);
+    assert_eq!(c.sender(), Some(Sender::Envoy));
     assert!(c.to_json().contains(r#""sender":"envoy""#));
     assert_eq!(
         refused(&format!(r#"{envoy},"compare_body_bytes":64}}}}"#)),
@@ -179,7 +179,10 @@ fn a_copy_envoy_sends_is_neither_compared_nor_readdressed() {
     // The default is the filter, and it is not written out.
     let filter =
         parse(r#"{"service":"a","mode":"mirror","percent":1,"mirror":{"cluster":"s"}}"#).unwrap();
-    assert_eq!(filter.mirror.as_ref().unwrap().sender, Sender::Filter);
+    assert_eq!(filter.sender(), Some(Sender::Filter));
+    // Outside mirror mode nobody sends copies.
+    let split = parse(r#"{"service":"a","mode":"split","percent":1}"#).unwrap();
+    assert_eq!(split.sender(), None);
     assert!(!filter.to_json().contains("sender"));
 }
 

@@ -328,11 +328,7 @@ impl Http {
             variant == Variant::Shadow
         };
         // A copy Envoy's router sends leaves this request a primary one like any other.
-        let by_envoy = config.mode == Mode::Mirror
-            && config
-                .mirror
-                .as_ref()
-                .is_some_and(|m| m.sender == Sender::Envoy);
+        let by_envoy = config.sender() == Some(Sender::Envoy);
         if !chosen || by_envoy {
             if chosen {
                 self.mark_for_envoy(headers, end_of_stream);

@@ -6,7 +6,7 @@
 use super::host::{self, Buffer, HeaderMap};
 use super::http::{parse_status, wanted_headers};
 use super::metrics::Metrics;
-use crate::config::{FilterConfig, Mode, Sender};
+use crate::config::{FilterConfig, Sender};
 use crate::decide::{Decider, Rng, Threshold};
 use crate::ids::{IdGen, IdMap};
 use crate::mirror::{Answer, BodyDigest, Book, Resolution};
@@ -126,11 +126,7 @@ impl Root {
 
     fn parse_config(&self, bytes: &[u8]) -> Result<Shared, String> {
         let config = FilterConfig::parse(bytes).map_err(|e| e.to_string())?;
-        let by_filter = config.mode == Mode::Mirror
-            && config
-                .mirror
-                .as_ref()
-                .is_some_and(|m| m.sender == Sender::Filter);
+        let by_filter = config.sender() == Some(Sender::Filter);
         if !cfg!(feature = "mirror") && by_filter {
             return Err(format!(
                 "mode mirror: this build of the filter ({SPLIT_BUILD}) sends no copies itself; load doppel_filter.wasm, or let Envoy send them (mirror.sender: envoy)"

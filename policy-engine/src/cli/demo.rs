@@ -60,8 +60,8 @@ pub struct DemoArgs {
     /// The doppel filter (`doppel_filter.wasm`, built for wasm32-wasip1).
     #[arg(long, env = "DOPPEL_WASM")]
     pub wasm: PathBuf,
-    /// The filter's split-only build (`doppel_filter_split.wasm`), pushed while the filter
-    /// splits or is off (the serve config's `split_path`).
+    /// The filter's split-only build (`doppel_filter_split.wasm`), pushed while the filter sends
+    /// no copies itself (the serve config's `split_path`).
     #[arg(long, env = "DOPPEL_SPLIT_WASM")]
     pub split_wasm: Option<PathBuf>,
     /// The demo upstream binary (default: `doppel-demo-upstream` beside this binary).

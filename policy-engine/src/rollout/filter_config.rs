@@ -82,21 +82,25 @@ impl FilterKind {
     }
 }
 
+/// The filter's own reading of a config document (`None`: it would refuse it).
+fn parsed(config: &Value) -> Option<FilterConfig> {
+    FilterConfig::parse(config.to_string().as_bytes()).ok()
+}
+
 /// Whether a filter config has the filter send copies itself (mirror mode, unless
-/// `mirror.sender` is `envoy`): only the full build can.
+/// `mirror.sender` is `envoy`): only the full build can. A config the filter would refuse gets
+/// the full build, which refuses every config the split-only one does.
 fn sends_copies(config: &Value) -> bool {
-    config.get("mode").and_then(Value::as_str) == Some("mirror") && envoy_mirror(config).is_none()
+    parsed(config).is_none_or(|c| c.sender() == Some(Sender::Filter))
 }
 
 /// When a filter config has Envoy's router send the copies (mirror mode, `mirror.sender:
 /// envoy`): the header the filter names the shadow's cluster in and the header that marks a copy,
 /// for the route's mirror policy ([`crate::xds::build::header_mirror`]).
 pub fn envoy_mirror(config: &Value) -> Option<(String, String)> {
-    let config = FilterConfig::parse(config.to_string().as_bytes()).ok()?;
-    let by_envoy = config.mode == doppel_filter::config::Mode::Mirror
-        && config.mirror.is_some_and(|m| m.sender == Sender::Envoy);
-    let h = config.headers;
-    by_envoy.then(|| {
+    let config = parsed(config)?;
+    let h = &config.headers;
+    (config.sender() == Some(Sender::Envoy)).then(|| {
         (
             h.mirror_to.as_str().to_owned(),
             h.mirror.as_str().to_owned(),

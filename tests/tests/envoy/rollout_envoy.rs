@@ -18,16 +18,33 @@ use serde_json::{Value, json};
 const NODE: &str = "rollout-envoy";
 const REQUESTS: u64 = 200;
 
-fn write_full_ads(dir: &Path, primary: SocketAddr, shadow: SocketAddr, filter: &str) {
+/// Two counting upstreams, and a temp dir holding the test policy and a full-ADS serve config
+/// with `filter` that serves them.
+struct Rig {
+    primary: Upstream,
+    shadow: Upstream,
+    dir: tempfile::TempDir,
+}
+
+async fn rig(filter: &str) -> Rig {
+    let primary = Upstream::start("primary").await.expect("primary upstream");
+    let shadow = Upstream::start("shadow").await.expect("shadow upstream");
+    let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(
-        dir.join("policy.yaml"),
+        dir.path().join("policy.yaml"),
         policy_yaml(&[(10.0, "200ms"), (50.0, "200ms"), (90.0, "200ms")]),
     )
     .expect("policy file");
     let config = format!(
-        "steering: full_ads\nfilter: {filter}\nnodes: [{NODE}]\nservices:\n  - policy: policy.yaml\n    listener: 127.0.0.1:0\n    endpoints:\n      checkout-v1: [\"{primary}\"]\n      checkout-v2: [\"{shadow}\"]\n"
+        "steering: full_ads\nfilter: {filter}\nnodes: [{NODE}]\nservices:\n  - policy: policy.yaml\n    listener: 127.0.0.1:0\n    endpoints:\n      checkout-v1: [\"{}\"]\n      checkout-v2: [\"{}\"]\n",
+        primary.address, shadow.address
     );
-    std::fs::write(dir.join("serve.yaml"), config).expect("serve config");
+    std::fs::write(dir.path().join("serve.yaml"), config).expect("serve config");
+    Rig {
+        primary,
+        shadow,
+        dir,
+    }
 }
 
 /// The (checkout-v1, checkout-v2) weights in Envoy's config dump, once both are there.
@@ -69,7 +86,7 @@ fn phase(status: &Value) -> (String, Option<u64>) {
     )
 }
 
-/// `doppel serve` on the config [`write_full_ads`] wrote in `dir`, and an Envoy on its ADS,
+/// `doppel serve` on the config [`rig`] wrote in `dir`, and an Envoy on its ADS,
 /// once Envoy routes everything to the primary.
 async fn full_ads(dir: &Path) -> (Engine, Envoy) {
     let xds_port = free_port();
@@ -97,15 +114,11 @@ async fn pass(engine: &Engine) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollout_healthy_shadow_is_promoted_through_every_step() {
-    let primary = Upstream::start("primary").await.expect("primary upstream");
-    let shadow = Upstream::start("shadow").await.expect("shadow upstream");
-    let dir = tempfile::tempdir().expect("tempdir");
-    write_full_ads(
-        dir.path(),
-        primary.address,
-        shadow.address,
-        "{ kind: none }",
-    );
+    let Rig {
+        primary,
+        shadow,
+        dir,
+    } = rig("{ kind: none }").await;
     let (engine, envoy) = full_ads(dir.path()).await;
     // Pending: everything on the primary.
     assert_eq!(drive(&envoy, &primary, &shadow).await, (REQUESTS, 0));
@@ -147,15 +160,11 @@ async fn rollout_healthy_shadow_is_promoted_through_every_step() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollout_engine_sigkill_mid_rollout_resumes_the_same_step() {
-    let primary = Upstream::start("primary").await.expect("primary upstream");
-    let shadow = Upstream::start("shadow").await.expect("shadow upstream");
-    let dir = tempfile::tempdir().expect("tempdir");
-    write_full_ads(
-        dir.path(),
-        primary.address,
-        shadow.address,
-        "{ kind: none }",
-    );
+    let Rig {
+        primary,
+        shadow,
+        dir,
+    } = rig("{ kind: none }").await;
     let (config, store) = (dir.path().join("serve.yaml"), dir.path().join("state.redb"));
     let xds_port = free_port();
     let engine = Engine::start(dir.path(), &config, &store, xds_port).expect("doppel serve");
@@ -417,15 +426,15 @@ async fn rollout_filter_only_rollback_over_ecds_and_a_nack_is_reported() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollout_rule_rollback_decision_takes_the_shadow_to_zero_in_one_push() {
-    let primary = Upstream::start("primary").await.expect("primary upstream");
-    let shadow = Upstream::start("shadow").await.expect("shadow upstream");
-    let dir = tempfile::tempdir().expect("tempdir");
-    write_full_ads(
-        dir.path(),
-        primary.address,
-        shadow.address,
-        &format!("{{ kind: wasm, path: \"{}\" }}", filter_wasm().display()),
-    );
+    let Rig {
+        primary,
+        shadow,
+        dir,
+    } = rig(&format!(
+        "{{ kind: wasm, path: \"{}\" }}",
+        filter_wasm().display()
+    ))
+    .await;
     let xds_port = free_port();
     let engine = Engine::start(
         dir.path(),
@@ -472,19 +481,16 @@ async fn rollout_rule_rollback_decision_takes_the_shadow_to_zero_in_one_push() {
 /// marked, so the shadow gets the policy's share of copies and the clients only the primary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollout_full_ads_mirror_sent_by_envoy_copies_the_share_the_filter_marks() {
-    let primary = Upstream::start("primary").await.expect("primary upstream");
-    let shadow = Upstream::start("shadow").await.expect("shadow upstream");
-    let dir = tempfile::tempdir().expect("tempdir");
-    write_full_ads(
-        dir.path(),
-        primary.address,
-        shadow.address,
-        &format!(
-            "{{ kind: wasm, path: \"{}\", split_path: \"{}\" }}",
-            filter_wasm().display(),
-            filter_split_wasm().display()
-        ),
-    );
+    let Rig {
+        primary,
+        shadow,
+        dir,
+    } = rig(&format!(
+        "{{ kind: wasm, path: \"{}\", split_path: \"{}\" }}",
+        filter_wasm().display(),
+        filter_split_wasm().display()
+    ))
+    .await;
     let policy = std::fs::read_to_string(dir.path().join("policy.yaml")).expect("policy");
     let mirrored = policy.replace(
         "  mode: split\n",
