@@ -39,6 +39,7 @@ CONFIGS = [
     ("Lua (header, random, header)", "lua", None, None),
     ("bare Rust Wasm, proxy-wasm SDK (header, header, histogram)", "bare", None, "bare"),
     ("doppel split 1%, sticky header", "split", "split.json", "split"),
+    ("doppel split 1%, random, Envoy strips control headers", "split-early", "split-random.json", "split"),
     ("doppel mirror 1%", "mirror", "mirror.json", "doppel"),
     ("doppel off", "split", "off.json", "split"),
 ]
@@ -52,6 +53,7 @@ PROXIED = [
     ("proxied, probe: one callback into the VM", "bare", None, "probe:callback"),
     ("proxied, Lua (header, random, header)", "lua", None, None),
     ("proxied, doppel split 1%, sticky header", "split", "split.json", "split"),
+    ("proxied, doppel split 1%, random, Envoy strips control headers", "split-early", "split-random.json", "split"),
     (f"proxied, {ROUTES_ALONE}", "routes", None, None),
     (f"proxied, {IDLE_MIRROR}", "idle-mirror", None, None),
 ]

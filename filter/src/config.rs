@@ -84,6 +84,10 @@ pub struct FilterConfig {
     /// Keep client-sent copies of doppel's control headers (only for a trusted source).
     #[serde(default, skip_serializing_if = "is_false")]
     pub trusted_control: bool,
+    /// Who removes client-sent copies of the control headers: the filter, or Envoy before the
+    /// filter runs (the connection manager's early header mutation).
+    #[serde(default, skip_serializing_if = "Stripper::is_filter")]
+    pub strip_control: Stripper,
     /// Mirror settings; required when `mode` is `mirror`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror: Option<MirrorConfig>,
@@ -118,6 +122,7 @@ impl FilterConfig {
             headers: HeaderNames::default(),
             custom_metrics: Vec::new(),
             trusted_control: false,
+            strip_control: Stripper::Filter,
             mirror: None,
             primary_sample_percent: None,
         }
@@ -171,6 +176,12 @@ impl FilterConfig {
     /// The checks that hold across fields (each field checks itself when built); run by
     /// [`FilterConfig::parse`], and by the engine on a config it built in code.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.trusted_control && self.strip_control == Stripper::Envoy {
+            return Err(ConfigError::new(
+                "strip_control",
+                "Envoy would remove the control headers trusted_control keeps: choose one",
+            ));
+        }
         if self.mode == Mode::Mirror && self.mirror.is_none() {
             return Err(ConfigError::new("mirror", "required when mode is mirror"));
         }
@@ -375,6 +386,25 @@ impl Default for HeaderNames {
             mirror: default_mirror_header(),
             mirror_to: default_mirror_to_header(),
         }
+    }
+}
+
+/// Who removes client-sent copies of doppel's control headers from every request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stripper {
+    /// The filter: it reads every request's headers to find them.
+    #[default]
+    Filter,
+    /// Envoy, before the filter runs: the connection manager's `early_header_mutation_extensions`
+    /// removes the four names (docs/filter-config.md shows the entry). The filter then reads a
+    /// request's headers only when its decision needs one or the request is chosen.
+    Envoy,
+}
+
+impl Stripper {
+    fn is_filter(&self) -> bool {
+        *self == Stripper::Filter
     }
 }
 

@@ -91,7 +91,7 @@ fn errors_name_the_field_and_why() {
         ),
         (
             base(r#","colour":"red""#),
-            "colour: unknown field `colour`, expected one of `service`, `mode`, `percent`, `match`, `sticky`, `headers`, `custom_metrics`, `trusted_control`, `mirror`, `primary_sample_percent`",
+            "colour: unknown field `colour`, expected one of `service`, `mode`, `percent`, `match`, `sticky`, `headers`, `custom_metrics`, `trusted_control`, `strip_control`, `mirror`, `primary_sample_percent`",
         ),
         (
             base(r#","match":[{"header":"x-a","equals":"1","prefix":"2"}]"#),
@@ -187,6 +187,28 @@ fn a_copy_envoy_sends_is_neither_compared_nor_readdressed() {
 }
 
 #[test]
+fn envoy_may_strip_the_control_headers_unless_they_are_trusted() {
+    let split = r#"{"service":"a","mode":"split","percent":1"#;
+    let c = parse(&format!(r#"{split},"strip_control":"envoy"}}"#)).unwrap();
+    assert_eq!(c.strip_control, Stripper::Envoy);
+    assert!(c.to_json().contains(r#""strip_control":"envoy""#));
+    // The default is the filter, and it is not written out.
+    let default = parse(&format!("{split}}}")).unwrap();
+    assert_eq!(default.strip_control, Stripper::Filter);
+    assert!(!default.to_json().contains("strip_control"));
+    assert_eq!(
+        refused(&format!(
+            r#"{split},"strip_control":"envoy","trusted_control":true}}"#
+        )),
+        "strip_control: Envoy would remove the control headers trusted_control keeps: choose one"
+    );
+    assert!(
+        refused(&format!(r#"{split},"strip_control":"nobody"}}"#))
+            .starts_with("strip_control: unknown variant `nobody`")
+    );
+}
+
+#[test]
 fn control_headers_are_recognised() {
     let c =
         parse(r#"{"service":"a","mode":"off","percent":0,"headers":{"id":"x-trace-id"}}"#).unwrap();
@@ -254,7 +276,12 @@ fn arb_config() -> impl Strategy<Value = FilterConfig> {
             name("[A-Za-z_]", 12).prop_map(|c| Sticky::Cookie(CookieName::new(c).unwrap())),
         ]),
         proptest::collection::btree_set(name("[a-z_]", 32), 0..4),
-        any::<bool>(),
+        // trusted_control and strip_control: only the filter strips what it trusts.
+        prop_oneof![
+            Just((false, Stripper::Filter)),
+            Just((false, Stripper::Envoy)),
+            Just((true, Stripper::Filter)),
+        ],
         arb_mirror(),
         proptest::option::of(0.0..=100.0f64),
     )
@@ -271,7 +298,8 @@ fn arb_config() -> impl Strategy<Value = FilterConfig> {
                         .into_iter()
                         .map(|m| MetricLabel::new(m).unwrap())
                         .collect(),
-                    trusted_control: trusted,
+                    trusted_control: trusted.0,
+                    strip_control: trusted.1,
                     mirror: (mode == Mode::Mirror).then_some(mirror),
                     primary_sample_percent: latency.map(|p| Percent::new(p).unwrap()),
                 }

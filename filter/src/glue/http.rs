@@ -13,7 +13,7 @@
 use super::host::Buffer;
 use super::host::{self, HeaderMap};
 use super::root::{Job, Shared, tally_resolution};
-use crate::config::{CONTROL_HEADERS, FilterConfig, MirrorConfig, Mode, Sender};
+use crate::config::{CONTROL_HEADERS, FilterConfig, MirrorConfig, Mode, Sender, Stripper};
 use crate::decide::Decider;
 use crate::mirror::{
     Answer, BodyDigest, Report, Safety, copy_headers, has_required_pseudo_headers, safety,
@@ -255,6 +255,14 @@ pub fn wanted_headers(config: &FilterConfig, decider: &Decider) -> Names {
     )
 }
 
+/// Whether a request's headers are read before its decision: to strip or trust the control
+/// headers, or for the headers the decision reads. Otherwise only a chosen request's are read.
+pub fn reads_up_front(config: &FilterConfig, decider: &Decider) -> bool {
+    config.strip_control == Stripper::Filter
+        || config.trusted_control
+        || !decider.needed().is_empty()
+}
+
 /// A `:status` value, if it is a number.
 pub fn parse_status(value: &[u8]) -> Option<u16> {
     std::str::from_utf8(value).ok()?.parse().ok()
@@ -263,12 +271,20 @@ pub fn parse_status(value: &[u8]) -> Option<u16> {
 impl Http {
     /// The request's headers: decide, and tag or copy a chosen request.
     pub fn request_headers(&mut self, end_of_stream: bool) {
-        let raw = host::header_pairs(HeaderMap::Request);
-        let headers = Headers::new(&raw);
         let shared = self.shared.clone();
         let config = &shared.config;
         let decider = &shared.decider;
         let needed = decider.needed();
+
+        // Read before the decision only when stripping, trusting or deciding needs the headers
+        // (`reads_up_front`); otherwise a chosen request reads them once chosen.
+        let early = shared.reads_up_front;
+        let raw = if early {
+            host::header_pairs(HeaderMap::Request)
+        } else {
+            host::HostBytes::empty()
+        };
+        let mut headers = if early { Headers::new(&raw) } else { None };
 
         // One pass over the headers finds doppel's control headers and what the decision reads.
         let wanted = &shared.wanted;
@@ -295,10 +311,12 @@ impl Http {
                 return;
             }
         } else {
-            for (name, value) in wanted.iter().zip(&found).take(CONTROL) {
-                // Without a readable copy of the headers, remove blindly: never let one through.
-                if headers.is_none() || value.is_some() {
-                    host::set_header(HeaderMap::Request, name, None);
+            if config.strip_control == Stripper::Filter {
+                for (name, value) in wanted.iter().zip(&found).take(CONTROL) {
+                    // Without a readable copy of the headers, remove blindly: never let one through.
+                    if headers.is_none() || value.is_some() {
+                        host::set_header(HeaderMap::Request, name, None);
+                    }
                 }
             }
             // A stripped header is gone for the decision too.
@@ -327,6 +345,11 @@ impl Http {
             };
             variant == Variant::Shadow
         };
+        let late;
+        if chosen && !early {
+            late = host::header_pairs(HeaderMap::Request);
+            headers = Headers::new(&late);
+        }
         // A copy Envoy's router sends leaves this request a primary one like any other.
         let by_envoy = config.sender() == Some(Sender::Envoy);
         if !chosen || by_envoy {

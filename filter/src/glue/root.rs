@@ -4,7 +4,7 @@
 //! outlives the request, so the shadow's answer is never dropped.
 
 use super::host::{self, Buffer, HeaderMap};
-use super::http::{parse_status, wanted_headers};
+use super::http::{parse_status, reads_up_front, wanted_headers};
 use super::metrics::Metrics;
 use crate::config::{FilterConfig, Sender};
 use crate::decide::{Decider, Rng, Threshold};
@@ -35,6 +35,8 @@ pub struct Shared {
     pub decider: Decider,
     /// The request headers read in one pass ([`wanted_headers`]).
     pub wanted: Names,
+    /// Whether every request's headers are read before its decision ([`reads_up_front`]).
+    pub reads_up_front: bool,
     /// Which unchosen (primary) requests are measured; chosen ones always are.
     pub primary_sample: Threshold,
     /// Metric ids.
@@ -158,6 +160,7 @@ impl Root {
         let decider = Decider::new(&config);
         Ok(Shared {
             wanted: wanted_headers(&config, &decider),
+            reads_up_front: reads_up_front(&config, &decider),
             decider,
             primary_sample: Threshold::from_percent(config.primary_sample_percent()),
             metrics: Metrics::new(&config),

@@ -100,3 +100,67 @@ fn host_calls_a_measured_primary_request_adds_clock_status_and_one_histogram() -
     );
     Ok(())
 }
+
+/// The split-only build splitting `percent` at random, with Envoy stripping the control headers
+/// (`strip_control: envoy`) and no primary request measured.
+fn stripped_by_envoy(percent: f64) -> anyhow::Result<Host> {
+    let mut host = Host::load(filter_split_wasm())?;
+    let config = format!(
+        r#"{{"service":"cart","mode":"split","percent":{percent},"strip_control":"envoy","primary_sample_percent":0}}"#
+    );
+    anyhow::ensure!(host.configure(&config)?, "refused: {:?}", host.logs());
+    Ok(host)
+}
+
+/// One request with a client `x-request-id` through `host`: its calls and how it ended.
+fn traced_request(host: &mut Host) -> anyhow::Result<(Crossings, doppel_tests::host::Finished)> {
+    let before = host.crossings();
+    let done = host
+        .request(&get("/cart", &[("x-request-id", "client-trace-1")]))?
+        .respond_with_body(200, &[], b"ok")?
+        .finish()?;
+    Ok((host.crossings() - before, done))
+}
+
+#[test]
+fn host_calls_when_envoy_strips_an_unchosen_random_request_reads_nothing() -> anyhow::Result<()> {
+    let mut host = stripped_by_envoy(1.0)?;
+    let mut unchosen = None;
+    for _ in 0..100 {
+        let (calls, done) = traced_request(&mut host)?;
+        if done.cluster.as_deref() != Some("shadow") {
+            unchosen = Some(calls);
+            break;
+        }
+    }
+    assert_eq!(
+        unchosen.expect("an unchosen request among 100 at 1%"),
+        Crossings {
+            // context create, request headers, response headers, delete
+            into_vm: 4,
+            // nothing to strip, nothing the decision reads
+            out_of_vm: 0,
+        }
+    );
+    Ok(())
+}
+
+#[test]
+fn host_calls_when_envoy_strips_a_chosen_request_reads_its_headers_once_chosen()
+-> anyhow::Result<()> {
+    let mut host = stripped_by_envoy(100.0)?;
+    let (calls, done) = traced_request(&mut host)?;
+    assert_eq!(done.cluster.as_deref(), Some("shadow"), "{done:?}");
+    // Read after the decision: the client's trace id is seen and kept.
+    assert_eq!(
+        done.upstream_header("x-request-id").as_deref(),
+        Some("client-trace-1")
+    );
+    let id = done.upstream_header("x-doppel-id").expect("an id");
+    assert_eq!(id.len(), 32, "{id}");
+    assert_eq!(
+        calls.into_vm, 6,
+        "four callbacks and two allocations (request headers once chosen, response headers): {calls:?}"
+    );
+    Ok(())
+}
