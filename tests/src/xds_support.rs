@@ -312,11 +312,13 @@ impl Drop for Envoy {
     }
 }
 
-/// An HTTP upstream on 127.0.0.1 that answers every request with its name and counts hits.
+/// An HTTP upstream on 127.0.0.1 that answers every request with its name and counts hits, and
+/// among them those carrying a doppel control header (any `x-doppel-` name).
 pub struct Upstream {
     /// Where it listens.
     pub address: SocketAddr,
     hits: Arc<AtomicU64>,
+    marked: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -326,13 +328,21 @@ impl Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
         let hits = Arc::new(AtomicU64::new(0));
-        let counter = Arc::clone(&hits);
+        let marked = Arc::new(AtomicU64::new(0));
+        let (counter, doppel) = (Arc::clone(&hits), Arc::clone(&marked));
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let counter = Arc::clone(&counter);
+                let (counter, doppel) = (Arc::clone(&counter), Arc::clone(&doppel));
                 tokio::spawn(async move {
-                    let service = service_fn(move |_request| {
+                    let service = service_fn(move |request: hyper::Request<_>| {
                         counter.fetch_add(1, Ordering::SeqCst);
+                        if request
+                            .headers()
+                            .keys()
+                            .any(|name| name.as_str().starts_with("x-doppel-"))
+                        {
+                            doppel.fetch_add(1, Ordering::SeqCst);
+                        }
                         async move {
                             Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
                                 Bytes::from_static(name.as_bytes()),
@@ -348,6 +358,7 @@ impl Upstream {
         Ok(Upstream {
             address,
             hits,
+            marked,
             task,
         })
     }
@@ -355,6 +366,11 @@ impl Upstream {
     /// Requests served so far.
     pub fn hits(&self) -> u64 {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Requests served so far that carried a doppel control header.
+    pub fn marked(&self) -> u64 {
+        self.marked.load(Ordering::SeqCst)
     }
 }
 

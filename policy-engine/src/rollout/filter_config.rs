@@ -108,6 +108,24 @@ pub fn envoy_mirror(config: &Value) -> Option<(String, String)> {
     })
 }
 
+/// For a full-ADS listener, whose connection manager doppel builds: the control headers it
+/// removes from every request before the filter runs (the four names of the config's `headers`),
+/// and the config the filter then gets (`strip_control: envoy`: it no longer reads every
+/// request's headers to find them). `None` when the config keeps them (`trusted_control`) or the
+/// filter would refuse it.
+pub fn envoy_stripping(config: &Value) -> Option<(Vec<String>, Value)> {
+    let parsed = parsed(config)?;
+    if parsed.trusted_control {
+        return None;
+    }
+    let names = parsed.headers.control().map(str::to_owned).to_vec();
+    let mut pushed = config.clone();
+    pushed
+        .as_object_mut()?
+        .insert("strip_control".to_owned(), json!("envoy"));
+    Some((names, pushed))
+}
+
 /// The filter's config for `policy` in `state`, as docs/filter-config.md defines it: the
 /// policy's own builder ([`Policy::filter_config`]) at the state's mode, share and shadow
 /// cluster.

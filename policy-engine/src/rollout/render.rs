@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::RolloutError;
-use super::filter_config::{FilterKind, envoy_mirror};
+use super::filter_config::{FilterKind, envoy_mirror, envoy_stripping};
 use super::traffic::{Steering, TrafficState};
 use crate::xds::Snapshot;
 use crate::xds::build::{
@@ -75,11 +75,18 @@ pub fn render(inputs: &NodeInputs, version: u64) -> Result<Snapshot, RolloutErro
     let mut builder = Snapshot::builder(version);
     for service in &inputs.services {
         let name = filter_name(&service.state.service);
-        if let Some(config) = inputs.filter.extension(&name, &service.filter_config) {
-            builder = builder.extension_config(&config);
-        }
         if inputs.steering == Steering::FilterOnly {
+            if let Some(config) = inputs.filter.extension(&name, &service.filter_config) {
+                builder = builder.extension_config(&config);
+            }
             continue;
+        }
+        // Full ADS: the listener's connection manager strips client-sent control headers before
+        // the filter runs (also with no filter, for the variant route), and the filter is told so.
+        let (strip, pushed) = envoy_stripping(&service.filter_config)
+            .unwrap_or_else(|| (Vec::new(), service.filter_config.clone()));
+        if let Some(config) = inputs.filter.extension(&name, &pushed) {
+            builder = builder.extension_config(&config);
         }
         let state = &service.state;
         let listener = service.listener.ok_or_else(|| RolloutError::Topology {
@@ -123,6 +130,7 @@ pub fn render(inputs: &NodeInputs, version: u64) -> Result<Snapshot, RolloutErro
                 &state.service,
                 filters,
                 access_logs,
+                &strip,
             ))
             .route(&variant_route(
                 &state.service,

@@ -456,6 +456,90 @@ fn rollout_render_has_envoy_copy_only_what_the_filter_marks_when_envoy_sends_cop
     assert!(route_mirrors(&render(&inputs(Steering::FullAds, 25.0), 1).unwrap()).is_empty());
 }
 
+/// The headers `checkout`'s connection manager removes before its filters run, and the filter
+/// config pushed over ECDS, in `snapshot`.
+fn stripping(snapshot: &crate::xds::Snapshot) -> (Vec<String>, serde_json::Value) {
+    use envoy_types::pb::envoy::config::common::mutation_rules::v3::header_mutation::Action as Mutation;
+    use envoy_types::pb::envoy::config::core::v3::TypedExtensionConfig;
+    use envoy_types::pb::envoy::config::listener::v3::{Listener, filter::ConfigType};
+    use envoy_types::pb::envoy::extensions::filters::http::wasm::v3::Wasm;
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+    use envoy_types::pb::envoy::extensions::http::early_header_mutation::header_mutation::v3::HeaderMutation;
+    use envoy_types::pb::google::protobuf::StringValue;
+    use prost::Message;
+    let mut removed = Vec::new();
+    if let Some(listener) = snapshot.resources(ResourceType::Listener).get("checkout") {
+        let listener = Listener::decode(listener.any().value.as_slice()).expect("listener");
+        let Some(ConfigType::TypedConfig(any)) = &listener.filter_chains[0].filters[0].config_type
+        else {
+            panic!("no connection manager: {listener:?}");
+        };
+        let hcm = HttpConnectionManager::decode(any.value.as_slice()).expect("hcm");
+        for extension in hcm.early_header_mutation_extensions {
+            assert_eq!(
+                extension.name,
+                "envoy.http.early_header_mutation.header_mutation"
+            );
+            let any = extension.typed_config.expect("typed");
+            for m in HeaderMutation::decode(any.value.as_slice())
+                .expect("mutation")
+                .mutations
+            {
+                match m.action {
+                    Some(Mutation::Remove(name)) => removed.push(name),
+                    other => panic!("not a removal: {other:?}"),
+                }
+            }
+        }
+    }
+    let extension = snapshot
+        .resources(ResourceType::ExtensionConfig)
+        .get("doppel.checkout")
+        .expect("the filter's config");
+    let extension =
+        TypedExtensionConfig::decode(extension.any().value.as_slice()).expect("extension");
+    let wasm = Wasm::decode(extension.typed_config.expect("typed").value.as_slice()).expect("wasm");
+    let configuration = wasm
+        .config
+        .expect("plugin")
+        .configuration
+        .expect("configuration");
+    let text = StringValue::decode(configuration.value.as_slice())
+        .expect("string")
+        .value;
+    (removed, serde_json::from_str(&text).expect("json"))
+}
+
+#[test]
+fn rollout_render_full_ads_strips_control_headers_before_the_filter_and_tells_it() {
+    let (removed, config) = stripping(&render(&inputs(Steering::FullAds, 25.0), 1).unwrap());
+    assert_eq!(
+        removed,
+        [
+            "x-doppel-variant",
+            "x-doppel-id",
+            "x-doppel-mirror",
+            "x-doppel-mirror-to"
+        ]
+    );
+    assert_eq!(config["strip_control"], "envoy", "{config}");
+    // Filter-only: the connection manager is not doppel's, so the filter strips.
+    let (removed, config) = stripping(&render(&inputs(Steering::FilterOnly, 25.0), 1).unwrap());
+    assert!(removed.is_empty());
+    assert!(config.get("strip_control").is_none(), "{config}");
+    // Trusted control headers are kept by both.
+    let trusted =
+        parse(&POLICY.replace("  percent: 1\n", "  percent: 1\n  trusted_control: true\n"))
+            .expect("trusted policy parses");
+    let mut node = inputs(Steering::FullAds, 25.0);
+    let service = &mut node.services[0];
+    service.filter_config = filter_config(&trusted, &service.state);
+    assert_eq!(service.filter_config["trusted_control"], true);
+    let (removed, config) = stripping(&render(&node, 1).unwrap());
+    assert!(removed.is_empty(), "{removed:?}");
+    assert!(config.get("strip_control").is_none(), "{config}");
+}
+
 #[test]
 fn rollout_route_units() {
     assert_eq!(route_units(0.0), (10_000, 0));

@@ -44,6 +44,7 @@ use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter, Rds, http_connection_manager::RouteSpecifier, http_filter,
 };
+use envoy_types::pb::envoy::extensions::http::early_header_mutation::header_mutation::v3::HeaderMutation as EarlyHeaderMutation;
 use envoy_types::pb::envoy::r#type::matcher::v3::StringMatcher;
 use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration, UInt32Value};
@@ -148,7 +149,7 @@ pub fn http_listener(
     route_config: &str,
     filters: Vec<HttpFilter>,
 ) -> Listener {
-    http_listener_logged(name, address, route_config, filters, Vec::new())
+    http_listener_logged(name, address, route_config, filters, Vec::new(), &[])
 }
 
 /// An access log streamed over gRPC (Envoy's AccessLogService) to `cluster`, named `log_name`,
@@ -177,13 +178,15 @@ pub fn grpc_access_log(cluster: &str, log_name: &str, filter_state: Vec<String>)
     }
 }
 
-/// [`http_listener`] whose connection manager also writes `access_logs`.
+/// [`http_listener`] whose connection manager also writes `access_logs` and removes the headers
+/// `strip` from every request before its filters run ([`early_strip`]).
 pub fn http_listener_logged(
     name: &str,
     address: SocketAddr,
     route_config: &str,
     filters: Vec<HttpFilter>,
     access_logs: Vec<AccessLog>,
+    strip: &[String],
 ) -> Listener {
     let mut http_filters = filters;
     http_filters.push(HttpFilter {
@@ -201,6 +204,7 @@ pub fn http_listener_logged(
         })),
         http_filters,
         access_log: access_logs,
+        early_header_mutation_extensions: early_strip(strip).into_iter().collect(),
         ..Default::default()
     };
     Listener {
@@ -215,6 +219,27 @@ pub fn http_listener_logged(
         }],
         ..Default::default()
     }
+}
+
+/// The connection manager's early header mutation removing `names` from every request, before
+/// route selection and before any filter: what doppel's control headers need when the filter
+/// leaves them to Envoy (`strip_control: envoy`). `None` for no names.
+pub fn early_strip(names: &[String]) -> Option<TypedExtensionConfig> {
+    if names.is_empty() {
+        return None;
+    }
+    let mutation = EarlyHeaderMutation {
+        mutations: names
+            .iter()
+            .map(|name| HeaderMutation {
+                action: Some(MutationAction::Remove(name.clone())),
+            })
+            .collect(),
+    };
+    Some(extension_config(
+        "envoy.http.early_header_mutation.header_mutation",
+        &mutation,
+    ))
 }
 
 /// A route configuration sending every request, any host, to `weights` (cluster, weight).

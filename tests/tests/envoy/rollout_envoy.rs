@@ -11,7 +11,7 @@ use doppel_tests::rollout_support::{
     Engine, eventually, filter_only_bootstrap, free_port, policy_yaml,
 };
 use doppel_tests::xds_support::{
-    AdsMode, Envoy, Upstream, XDS_WAIT, http_get, render_ads_bootstrap,
+    AdsMode, Envoy, Upstream, XDS_WAIT, http_get, http_get_with, render_ads_bootstrap,
 };
 use serde_json::{Value, json};
 
@@ -537,4 +537,54 @@ async fn rollout_full_ads_mirror_sent_by_envoy_copies_the_share_the_filter_marks
         .await
         .expect("shadow cluster stat");
     assert_eq!(sent, copies, "every copy went through the shadow's cluster");
+}
+
+/// Full ADS with the Wasm filter: doppel's connection manager removes client-sent control headers
+/// before the filter runs, and the filter, told so (`strip_control: envoy`), leaves them to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_full_ads_envoy_strips_spoofed_control_headers_before_the_filter() {
+    let Rig {
+        primary,
+        shadow,
+        dir,
+    } = rig(&format!(
+        "{{ kind: wasm, path: \"{}\", split_path: \"{}\" }}",
+        filter_wasm().display(),
+        filter_split_wasm().display()
+    ))
+    .await;
+    let (_engine, envoy) = full_ads(dir.path()).await;
+    eventually(XDS_WAIT, "the filter's config", || async {
+        let config = served_filter_config(&envoy).await;
+        (config["strip_control"] == "envoy").then_some(())
+    })
+    .await;
+    let listener = envoy
+        .listener_address("checkout")
+        .await
+        .expect("listener bound");
+    let spoofed = [
+        ("x-doppel-variant", "shadow"),
+        ("x-doppel-id", "0123456789abcdef0123456789abcdef"),
+        ("x-doppel-mirror", "1"),
+        ("x-doppel-mirror-to", "checkout-v2"),
+    ];
+    let requests = 200;
+    for _ in 0..requests {
+        let reply = http_get_with(listener, "/", &spoofed)
+            .await
+            .expect("request through envoy");
+        assert_eq!(reply.status, 200, "{reply:?}");
+    }
+    assert_eq!(
+        shadow.hits(),
+        0,
+        "a spoofed variant header reached the shadow"
+    );
+    assert_eq!(primary.hits(), requests);
+    assert_eq!(
+        primary.marked(),
+        0,
+        "spoofed control headers reached the primary"
+    );
 }
