@@ -34,7 +34,8 @@ SECTION = "## Load: the filter in Envoy under wrk"
 # doppel filter, except `bare`, which gets the baseline filter of bench/bare-filter/.
 CONFIGS = [
     ("no filter", "none", None),
-    ("doppel split 1%", "split", "split.json"),
+    ("doppel split 1%, sticky header", "split", "split.json"),
+    ("doppel split 1%, random, Envoy strips control headers", "split-early", "split-early.json"),
     ("doppel mirror 1%", "mirror", "mirror.json"),
     ("doppel mirror 1%, sent by Envoy", "mirror-envoy", "mirror-envoy.json"),
     ("Lua (header, random, header)", "lua", None),
@@ -275,7 +276,7 @@ def measure(args, envoy_bin, wasm, split_wasm, bare_wasm):
                 envoy_bin,
                 # Configs whose filter sends no copies get the split-only build, as the engine
                 # pushes it.
-                {"bare": bare_wasm, "split": split_wasm, "mirror-envoy": split_wasm}.get(template, wasm),
+                {"bare": bare_wasm, "split": split_wasm, "split-early": split_wasm, "mirror-envoy": split_wasm}.get(template, wasm),
             )
         for r in range(args.rounds):
             order = configs[r % len(configs):] + configs[: r % len(configs)]
@@ -424,7 +425,11 @@ def section(args, samples, upstream, envoy_bin, command):
         "- **bare Rust Wasm** is `bench/bare-filter/`: a filter built with the proxy-wasm Rust SDK that",
         "  reads one header, writes one and records one histogram per request, the least a Rust Wasm",
         "  filter does; doppel speaks the ABI itself and measures only a sample of primary requests",
-        "  (`docs/filter-config.md`). doppel split and doppel mirror sent by Envoy run the split-only",
+        "  (`docs/filter-config.md`). doppel split keyed by `x-user-id` (sticky header) reads every",
+        "  request's headers (the key, and spoofed control headers to strip); doppel split at random",
+        "  with `strip_control: envoy` (`bench/envoy/split-early.yaml`: the connection manager removes",
+        "  the control headers first, as doppel's full-ADS listeners do) reads only a chosen one's.",
+        "  doppel split and doppel mirror sent by Envoy run the split-only",
         "  build (doppel_filter_split.wasm, as the engine pushes them), doppel mirror the full one",
         "  (the filter sends the copies and compares the answers; sent by Envoy, the router copies",
         "  the requests the filter marked: `bench/envoy/mirror-envoy.yaml`). `scripts/bench-instructions` prices",
