@@ -318,3 +318,35 @@ fn host_mirror_sent_by_envoy_marks_the_request_and_sends_nothing_itself() -> any
     }
     Ok(())
 }
+
+#[test]
+fn host_mirror_when_envoy_strips_reads_a_chosen_request_once_chosen_and_copies_it()
+-> anyhow::Result<()> {
+    let mut host = configured(&mirror("").replace(
+        r#""percent":100,"#,
+        r#""percent":100,"strip_control":"envoy","#,
+    ))?;
+    for method in ["GET", "POST"] {
+        let before = host.callouts().len();
+        let done = primary(&mut host, method, 200, b"")?;
+        let copies = &host.callouts()[before..];
+        // Read after the decision: the method is known, and only GET is copied.
+        assert_eq!(
+            copies.len(),
+            usize::from(method == "GET"),
+            "{method}: {copies:?}"
+        );
+        assert_eq!(done.cluster.as_deref(), Some("primary"), "{method}");
+        if let Some(copy) = copies.first() {
+            assert_eq!(copy.headers.get_str(":path").as_deref(), Some("/cart/7"));
+            assert_eq!(
+                copy.headers.get_str("x-doppel-mirror").as_deref(),
+                Some("1")
+            );
+        }
+    }
+    publish(&mut host)?;
+    assert_eq!(count(&host, "sent"), 1);
+    assert_eq!(count(&host, "skipped_method"), 1);
+    Ok(())
+}
