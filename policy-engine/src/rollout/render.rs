@@ -82,9 +82,15 @@ pub fn render(inputs: &NodeInputs, version: u64) -> Result<Snapshot, RolloutErro
             continue;
         }
         // Full ADS: the listener's connection manager strips client-sent control headers before
-        // the filter runs (also with no filter, for the variant route), and the filter is told so.
-        let (strip, pushed) = envoy_stripping(&service.filter_config)
-            .unwrap_or_else(|| (Vec::new(), service.filter_config.clone()));
+        // the filter runs, and the filter is told so. Without a filter nobody marks requests: no
+        // route reads the marks, so there is nothing to strip. Trusted marks (a hop in front sets
+        // them) are kept and routed on.
+        let filtered = inputs.filter.type_url().is_some();
+        let (strip, pushed, marked) = match envoy_stripping(&service.filter_config) {
+            Some((names, pushed)) if filtered => (names, pushed, true),
+            Some(_) => (Vec::new(), service.filter_config.clone(), false),
+            None => (Vec::new(), service.filter_config.clone(), true),
+        };
         if let Some(config) = inputs.filter.extension(&name, &pushed) {
             builder = builder.extension_config(&config);
         }
@@ -122,7 +128,7 @@ pub fn render(inputs: &NodeInputs, version: u64) -> Result<Snapshot, RolloutErro
                 grpc_access_log(cluster, ACCESS_LOG_NAME, crate::accesslog::logged_keys())
             })
             .collect();
-        let mirror = envoy_mirror(&service.filter_config);
+        let mirror = envoy_mirror(&service.filter_config).filter(|_| marked);
         builder = builder
             .listener(&http_listener_logged(
                 &state.service,
@@ -134,7 +140,7 @@ pub fn render(inputs: &NodeInputs, version: u64) -> Result<Snapshot, RolloutErro
             ))
             .route(&variant_route(
                 &state.service,
-                &service.variant_header,
+                marked.then_some(service.variant_header.as_str()),
                 &state.shadow_cluster,
                 &[
                     (state.primary_cluster.as_str(), primary),

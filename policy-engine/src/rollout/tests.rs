@@ -541,6 +541,30 @@ fn rollout_render_full_ads_strips_control_headers_before_the_filter_and_tells_it
 }
 
 #[test]
+fn rollout_render_routes_alone_have_no_route_a_client_could_steer_with_a_header() {
+    let alone = |policy: &Policy| {
+        let mut node = inputs(Steering::FullAds, 25.0);
+        node.filter = FilterKind::None;
+        let service = &mut node.services[0];
+        service.filter_config = filter_config(policy, &service.state);
+        render(&node, 1).unwrap()
+    };
+    // Nothing marks requests: only the weighted route, and nothing to strip.
+    let snapshot = alone(&policy());
+    let routes = route_matches(&snapshot);
+    assert_eq!(routes.len(), 1, "{routes:?}");
+    assert!(routes[0].contains("headers: []"), "{}", routes[0]);
+    assert!(!listener_mentions(&snapshot, "early_header_mutation"));
+    // A trusted hop in front marks them: its marks are routed on.
+    let trusted =
+        parse(&POLICY.replace("  percent: 1\n", "  percent: 1\n  trusted_control: true\n"))
+            .expect("trusted policy parses");
+    let routes = route_matches(&alone(&trusted));
+    assert_eq!(routes.len(), 2, "{routes:?}");
+    assert!(routes[0].contains("x-doppel-variant"), "{}", routes[0]);
+}
+
+#[test]
 fn rollout_route_units() {
     assert_eq!(route_units(0.0), (10_000, 0));
     assert_eq!(route_units(0.01), (9_999, 1));

@@ -275,27 +275,31 @@ pub fn header_mirror(mirror_to: &str, marker: &str) -> RequestMirrorPolicy {
 }
 
 /// The split route: a request whose `variant_header` is `shadow` (the filter sets it on the
-/// requests it chose) goes to cluster `shadow`; every other request goes to `weights`. With
+/// requests it chose) goes to cluster `shadow`; every other request goes to `weights`. Without
+/// `variant_header` (nothing marks requests), only the weights. With
 /// `mirror` (`mirror_to` header, policy: [`header_mirror`]), a request carrying the header (the
 /// filter chose it to be copied) takes a route of its own that copies it: a mirror policy costs
 /// Envoy more per request even when it copies nothing, so the other requests' route has none.
 pub fn variant_route(
     name: &str,
-    variant_header: &str,
+    variant_header: Option<&str>,
     shadow: &str,
     weights: &[(&str, u32)],
     mirror: Option<(&str, RequestMirrorPolicy)>,
 ) -> RouteConfiguration {
-    let exact = StringMatcher {
-        match_pattern: Some(MatchPattern::Exact("shadow".to_owned())),
-        ..Default::default()
-    };
-    let mut to_shadow = matching(variant_header, HeaderMatchSpecifier::StringMatch(exact));
-    to_shadow.action = Some(Action::Route(RouteAction {
-        cluster_specifier: Some(ClusterSpecifier::Cluster(shadow.to_owned())),
-        ..Default::default()
-    }));
-    let mut routes = vec![to_shadow];
+    let mut routes = Vec::new();
+    if let Some(variant_header) = variant_header {
+        let exact = StringMatcher {
+            match_pattern: Some(MatchPattern::Exact("shadow".to_owned())),
+            ..Default::default()
+        };
+        let mut to_shadow = matching(variant_header, HeaderMatchSpecifier::StringMatch(exact));
+        to_shadow.action = Some(Action::Route(RouteAction {
+            cluster_specifier: Some(ClusterSpecifier::Cluster(shadow.to_owned())),
+            ..Default::default()
+        }));
+        routes.push(to_shadow);
+    }
     if let Some((mirror_to, policy)) = mirror {
         let mut copied = weighted(weights);
         copied.r#match = matching(mirror_to, HeaderMatchSpecifier::PresentMatch(true)).r#match;

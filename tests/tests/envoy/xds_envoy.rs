@@ -38,7 +38,7 @@ fn snapshot(
         ))
         .route(&variant_route(
             ROUTES,
-            VARIANT_HEADER,
+            Some(VARIANT_HEADER),
             "shadow",
             &[("primary", weights.0), ("shadow", weights.1)],
             None,
@@ -218,7 +218,7 @@ async fn weights_then_nack_then_recovery(mode: AdsMode) {
         ))
         .route(&variant_route(
             ROUTES,
-            VARIANT_HEADER,
+            Some(VARIANT_HEADER),
             "shadow",
             &[("primary", 50), ("shadow", 50)],
             None,
