@@ -1,9 +1,11 @@
 //! One context per request: strip the control headers, decide, tag the chosen request (split)
 //! or prepare its copy (mirror), measure the answer, and count.
 //!
-//! Host calls are what a request costs, so each is made only when needed. Every request costs
-//! one: all request headers in one call (the control headers to strip and whatever the decision
-//! reads come out of the same copy). Only measured requests (every chosen one, and a random
+//! Host calls are what a request costs, so each is made only when needed. A request costs at
+//! most one read of its headers: all of them in one call (the control headers to strip and
+//! whatever the decision reads come out of the same copy), made before the decision when
+//! stripping, trusting or deciding needs it, otherwise only once the request is chosen (with
+//! `strip_control: envoy` and no matcher or sticky key, an unchosen request reads nothing). Only measured requests (every chosen one, and a random
 //! sample of the others, `primary_sample_percent`) cost more: the clock twice, the response
 //! status, one latency recorded. Their counts are kept in VM memory and published on the root's
 //! tick. So the primary's stats are those of its sample, which estimates its error rate and
