@@ -452,4 +452,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    load.exit_on_sigterm()
     main(sys.argv)

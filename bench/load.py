@@ -475,6 +475,15 @@ def ensure_tools(args):
         subprocess.run([os.path.join(ROOT, "scripts", "setup"), *missing], check=True)
 
 
+def exit_on_sigterm():
+    """Makes SIGTERM (kill, timeout) unwind like an exception, so every `finally` stops the
+    Envoys and the upstream this run started instead of leaving them running."""
+    def stop(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def main(argv):
     parser = argparse.ArgumentParser(prog="scripts/bench-load", description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds of wrk per run (default 10)")
@@ -529,4 +538,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main(sys.argv)
