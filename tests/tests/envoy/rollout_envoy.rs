@@ -47,6 +47,16 @@ async fn rig(filter: &str) -> Rig {
     }
 }
 
+/// The serve config's Wasm filter with both builds: the split-only one serves while the filter
+/// sends no copies itself.
+fn both_builds() -> String {
+    format!(
+        "{{ kind: wasm, path: \"{}\", split_path: \"{}\" }}",
+        filter_wasm().display(),
+        filter_split_wasm().display()
+    )
+}
+
 /// The (checkout-v1, checkout-v2) weights in Envoy's config dump, once both are there.
 async fn weights(envoy: &Envoy) -> Option<(u64, u64)> {
     let all = envoy.route_weights().await.ok()?;
@@ -485,12 +495,7 @@ async fn rollout_full_ads_mirror_sent_by_envoy_copies_the_share_the_filter_marks
         primary,
         shadow,
         dir,
-    } = rig(&format!(
-        "{{ kind: wasm, path: \"{}\", split_path: \"{}\" }}",
-        filter_wasm().display(),
-        filter_split_wasm().display()
-    ))
-    .await;
+    } = rig(&both_builds()).await;
     let policy = std::fs::read_to_string(dir.path().join("policy.yaml")).expect("policy");
     let mirrored = policy.replace(
         "  mode: split\n",
@@ -547,12 +552,7 @@ async fn rollout_full_ads_envoy_strips_spoofed_control_headers_before_the_filter
         primary,
         shadow,
         dir,
-    } = rig(&format!(
-        "{{ kind: wasm, path: \"{}\", split_path: \"{}\" }}",
-        filter_wasm().display(),
-        filter_split_wasm().display()
-    ))
-    .await;
+    } = rig(&both_builds()).await;
     let (_engine, envoy) = full_ads(dir.path()).await;
     eventually(XDS_WAIT, "the filter's config", || async {
         let config = served_filter_config(&envoy).await;
