@@ -79,6 +79,28 @@ def wait_until(what, check, timeout=20.0):
     raise RuntimeError(f"timed out waiting for {what}")
 
 
+# CPUs by role when the run pins its processes (see `pin`): Envoy on one CPU, wrk and the
+# upstream on the others, so that they do not take turns on Envoy's CPU. None: not pinned.
+PINNING = None
+
+
+def pin(no_pin):
+    """Pins the run's processes when the machine has at least 2 CPUs and `taskset` (util-linux)."""
+    global PINNING
+    cpus = os.cpu_count() or 1
+    if no_pin or cpus < 2 or not shutil.which("taskset"):
+        return
+    last = cpus - 1
+    PINNING = {"envoy": str(last), "driver": "0" if last == 1 else f"0-{last - 1}"}
+
+
+def pinned(cmd, role):
+    """`cmd` on the CPUs of `role` ("envoy" or "driver": wrk and the upstream), if pinning."""
+    if PINNING is None:
+        return cmd
+    return ["taskset", "-c", PINNING[role], *cmd]
+
+
 def stop(proc):
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -110,7 +132,7 @@ class Upstream:
             self.name = f"doppel-demo-upstream --threads 1 ({binary})"
             self.description = f"`doppel-demo-upstream --threads 1` (`--upstream demo`, {binary})"
             self.proc = subprocess.Popen(
-                [binary, "--listen", "127.0.0.1:0", "--threads", "1"],
+                pinned([binary, "--listen", "127.0.0.1:0", "--threads", "1"], "driver"),
                 stdout=subprocess.PIPE,
                 stderr=open(os.path.join(self.workdir, "upstream.log"), "w"),
                 text=True,
@@ -140,7 +162,7 @@ class Upstream:
                 " DOPPEL_UPSTREAM_BIN names a release one) serves fewer requests per second on its"
                 " own than Envoy does on the direct_response route, and would hide the filter's cost"
             )
-            self.proc = subprocess.Popen(["nginx", "-p", prefix, "-c", conf], stderr=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(pinned(["nginx", "-p", prefix, "-c", conf], "driver"), stderr=subprocess.DEVNULL)
         wait_until("the upstream", lambda: http_get(f"http://127.0.0.1:{self.port}/")[0] == 200)
 
     def stop(self):
@@ -178,7 +200,7 @@ class Envoy:
     def start(self):
         if os.path.exists(self.admin_path):
             os.remove(self.admin_path)
-        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=open(self.log_path, "w"))
+        self.proc = subprocess.Popen(pinned(self.cmd, "envoy"), stdout=subprocess.DEVNULL, stderr=open(self.log_path, "w"))
         try:
             wait_until("Envoy's admin address", lambda: os.path.getsize(self.admin_path) > 0)
             with open(self.admin_path) as f:
@@ -250,7 +272,7 @@ def parse_wrk(output):
 
 
 def wrk(url, seconds, connections):
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+    cmd = pinned(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url], "driver")
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         fail(f"{' '.join(cmd)} failed: {done.stderr.strip()}")
@@ -400,14 +422,20 @@ def section(args, samples, upstream, envoy_bin, command):
         f"{os.cpu_count()} CPUs ({cpu_model()}, load average {args.load_before:.1f} at the start); "
         f"Envoy {version.group(1) if version else '?'}, wrk {wrk_version.group(1) if wrk_version else '?'}; "
         f"{args.duration} s per run after a {args.warmup} s warm-up, {rounds}, "
-        f"wrk with 1 thread and {args.connections} connections.",
+        f"wrk with 1 thread and {args.connections} connections; "
+        + (
+            f"Envoy pinned to CPU {PINNING['envoy']}, wrk and the upstream to CPU {PINNING['driver']} (`taskset`)."
+            if PINNING
+            else "not pinned to CPUs."
+        ),
         "",
         table(samples),
         "",
         "How to read it:",
         "",
         "- One Envoy worker (`--concurrency 1`) on 127.0.0.1; wrk, Envoy and the upstream share the",
-        "  machine. Each configuration is a template in `bench/envoy/` (the doppel filter's configs",
+        "  machine (unless `--no-pin`, Envoy has a CPU of its own and wrk and the upstream the",
+        "  others, so that they do not take turns on Envoy's). Each configuration is a template in `bench/envoy/` (the doppel filter's configs",
         "  are in `bench/envoy/filter/`); every round starts each one in turn, in an order that",
         "  rotates from round to round, and runs wrk on both routes. Figures are medians over rounds.",
         "- **direct_response**: `/direct`, answered by Envoy itself, so the difference from no filter",
@@ -503,8 +531,13 @@ def main(argv):
         "--routes", default=",".join(r[0] for r in ROUTES),
         help="comma-separated routes to run (default: " + ", ".join(r[0] for r in ROUTES) + ")",
     )
+    parser.add_argument(
+        "--no-pin", action="store_true",
+        help="do not pin Envoy to one CPU and wrk and the upstream to the others (taskset)",
+    )
     parser.add_argument("--write", action="store_true", help=f"replace the '{SECTION[3:]}' section of BENCHMARKS.md")
     args = parser.parse_args(argv[1:])
+    pin(args.no_pin)
     if args.duration < 1 or args.rounds < 1 or args.connections < 1 or args.warmup < 0:
         parser.error("--duration, --rounds and --connections must be at least 1, --warmup at least 0")
     known = {c[1] for c in CONFIGS}
