@@ -88,6 +88,9 @@ impl Policy {
         if t.trusted_control {
             doc.insert("trusted_control".into(), json!(true));
         }
+        if let Some(stripper) = t.strip_control {
+            doc.insert("strip_control".into(), json!(stripper));
+        }
         if mode == Mode::Mirror {
             let mut mirror = Map::new();
             mirror.insert("cluster".into(), json!(shadow_cluster));
@@ -156,7 +159,9 @@ mod tests {
         let example: Value = serde_json::from_str(json).expect("the doc's example is JSON");
         let mut out = BTreeSet::new();
         keys("", &example, &mut out);
-        out.insert("trusted_control".into()); // documented in the table, not the example
+        // Documented in the table, not the example.
+        out.insert("trusted_control".into());
+        out.insert("strip_control".into());
         out
     }
 
@@ -247,6 +252,43 @@ mod tests {
             problems
                 .iter()
                 .any(|p| p.message.contains("mirror.compare_body_bytes")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn policy_strip_control_reaches_the_filter_config_and_is_checked() {
+        let path = format!(
+            "{}/../policies/checkout-split.yaml",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(path).expect("read policy");
+        let with = |line: &str| text.replace("traffic:\n", &format!("traffic:\n  {line}\n"));
+        let policy = super::super::parse(&with("strip_control: envoy")).expect("valid policy");
+        let config = policy
+            .filter_config(super::Mode::Split, 1.0, "checkout-v2")
+            .expect("the filter's parser takes it");
+        assert_eq!(config.strip_control, doppel_filter::config::Stripper::Envoy);
+        // Left out, the filter's default: the filter strips.
+        let policy = super::super::parse(&text).expect("valid policy");
+        let document = policy.filter_document(super::Mode::Split, 1.0, "checkout-v2");
+        assert!(document.get("strip_control").is_none(), "{document}");
+
+        let problems =
+            super::super::parse(&with("strip_control: nobody")).expect_err("an unknown stripper");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.code == "strip_control" && p.message.contains("`nobody`")),
+            "{problems:?}"
+        );
+        // Envoy would remove what the filter is told to trust: refused, with the filter's reason.
+        let problems = super::super::parse(&with("strip_control: envoy\n  trusted_control: true"))
+            .expect_err("stripped and trusted");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.message.contains("trusted_control keeps")),
             "{problems:?}"
         );
     }

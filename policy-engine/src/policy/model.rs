@@ -203,6 +203,9 @@ pub struct Traffic {
     pub custom_metrics: Vec<String>,
     /// Whether client-sent doppel headers are trusted.
     pub trusted_control: bool,
+    /// Who strips client-sent doppel headers (`None`: the filter's default, the filter; under
+    /// full ADS the engine has Envoy strip them whatever this says).
+    pub strip_control: Option<doppel_filter::config::Stripper>,
     /// Header names.
     pub headers: Headers,
     /// Mirror settings, present in mirror mode.

@@ -138,6 +138,8 @@ pub struct RawTraffic {
     /// Whether client-sent doppel headers are trusted.
     #[serde(default)]
     pub trusted_control: bool,
+    /// Who strips client-sent doppel headers: `filter` or `envoy`.
+    pub strip_control: Option<Spanned<String>>,
     /// Header names, when not the defaults.
     pub headers: Option<RawHeaders>,
     /// Mirror settings (mirror mode).

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use doppel_filter::config::Sender;
+use doppel_filter::config::{Sender, Stripper};
 use serde_saphyr::Spanned;
 
 use super::expr;
@@ -289,6 +289,21 @@ impl Validator<'_> {
             }
             (None, _) => None,
         };
+        let strip_control = t
+            .strip_control
+            .as_ref()
+            .and_then(|x| match x.value.as_str() {
+                "filter" => Some(Stripper::Filter),
+                "envoy" => Some(Stripper::Envoy),
+                other => {
+                    self.problem(
+                        x,
+                        "strip_control",
+                        format!("traffic.strip_control: `{other}` is neither filter nor envoy"),
+                    );
+                    None
+                }
+            });
         Traffic {
             mode,
             percent,
@@ -296,6 +311,7 @@ impl Validator<'_> {
             sticky,
             custom_metrics,
             trusted_control: t.trusted_control,
+            strip_control,
             headers,
             mirror,
         }
