@@ -433,10 +433,19 @@ def section(args, samples, upstream, envoy_bin, command):
         "",
         "How to read it:",
         "",
-        "- One Envoy worker (`--concurrency 1`) on 127.0.0.1. Envoy runs on a CPU of its own, all",
-        "  its threads (V8's background threads too), and wrk and the upstream on the others",
-        "  (`taskset`; `--no-pin` lets them share every CPU), so that they do not take turns on",
-        "  Envoy's. Each configuration is a template in `bench/envoy/` (the doppel filter's configs",
+        *(
+            [
+                "- One Envoy worker (`--concurrency 1`) on 127.0.0.1. Envoy runs on a CPU of its own, all",
+                "  its threads (V8's background threads too), and wrk and the upstream on the others",
+                "  (`taskset`; `--no-pin` lets them share every CPU), so that they do not take turns on",
+                "  Envoy's. Each configuration is a template in `bench/envoy/` (the doppel filter's configs",
+            ]
+            if PINNING
+            else [
+                "- One Envoy worker (`--concurrency 1`) on 127.0.0.1; wrk, Envoy and the upstream share",
+                "  every CPU (`--no-pin`). Each configuration is a template in `bench/envoy/` (the doppel filter's configs",
+            ]
+        ),
         "  are in `bench/envoy/filter/`); every round starts each one in turn, in an order that",
         "  rotates from round to round, and runs wrk on both routes. Figures are medians over rounds.",
         "- **direct_response**: `/direct`, answered by Envoy itself, so the difference from no filter",
