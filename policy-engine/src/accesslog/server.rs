@@ -1,59 +1,63 @@
 //! The gRPC AccessLogService Envoy streams its HTTP access logs into: each entry that carries a
 //! doppel id becomes a [`Sample`](super::Sample) in the [`SampleStore`]. It runs on the
-//! MetricsService's port and server (see `crate::ingest::serve`).
+//! MetricsService's port and server (see `crate::ingest::serve`), read the same way: a stream's
+//! messages through `crate::ingest::body::Messages`, which holds no buffer between them.
 
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::service::accesslog::v3::access_log_service_server::{
-    AccessLogService, AccessLogServiceServer,
-};
 use envoy_types::pb::envoy::service::accesslog::v3::stream_access_logs_message::LogEntries;
 use envoy_types::pb::envoy::service::accesslog::v3::{
     StreamAccessLogsMessage, StreamAccessLogsResponse,
 };
+use prost::Message;
 use tokio::sync::watch;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Response, Status};
 
 use super::{SampleStore, sample};
 use crate::ingest::ClusterRegistry;
-use crate::ingest::server::next_message;
+use crate::ingest::body::Messages;
+use crate::ingest::server::{RawServer, StreamSink, until_stopped};
 
 /// The AccessLogService over `samples`, judging clusters by `registry`; streams end when
 /// `stop` turns true.
-pub fn service(
+pub(crate) fn service(
     samples: Arc<SampleStore>,
     registry: Arc<ClusterRegistry>,
     stop: watch::Receiver<bool>,
-) -> AccessLogServiceServer<AccessLogSink> {
-    AccessLogServiceServer::new(AccessLogSink {
+) -> RawServer<AccessLogSink> {
+    RawServer(Arc::new(AccessLogSink {
         samples,
         registry,
         stop,
-    })
-    .max_decoding_message_size(crate::ingest::MAX_MESSAGE_BYTES)
+    }))
 }
 
 /// The AccessLogService implementation.
 #[derive(Debug)]
-pub struct AccessLogSink {
+pub(crate) struct AccessLogSink {
     samples: Arc<SampleStore>,
     registry: Arc<ClusterRegistry>,
     stop: watch::Receiver<bool>,
 }
 
-#[tonic::async_trait]
-impl AccessLogService for AccessLogSink {
-    async fn stream_access_logs(
-        &self,
-        request: Request<Streaming<StreamAccessLogsMessage>>,
+impl StreamSink for AccessLogSink {
+    const SERVICE: &'static str = "envoy.service.accesslog.v3.AccessLogService";
+    const PATH: &'static str = "/envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs";
+    type Answer = StreamAccessLogsResponse;
+
+    async fn stream(
+        self: Arc<Self>,
+        peer: String,
+        mut messages: Messages,
     ) -> Result<Response<StreamAccessLogsResponse>, Status> {
-        let mut stream = request.into_inner();
         let mut stop = self.stop.clone();
-        while let Some(next) = next_message(&mut stream, &mut stop).await {
-            let message = match next {
+        while let Some(next) = until_stopped(messages.next(), &mut stop).await {
+            let message = match next.and_then(|bytes| {
+                StreamAccessLogsMessage::decode(bytes).map_err(|e| Status::internal(e.to_string()))
+            }) {
                 Ok(message) => message,
                 Err(status) => {
-                    tracing::debug!(error = %status, "an access-log stream ended");
+                    tracing::debug!(%peer, error = %status, "an access-log stream ended");
                     break;
                 }
             };

@@ -9,6 +9,8 @@
 //! only the others are decoded and converted as before. A family without a readable name is
 //! decoded in full, so a malformed one fails exactly as it did.
 
+use std::marker::PhantomData;
+
 use bytes::Bytes;
 use envoy_types::pb::envoy::service::metrics::v3::StreamMetricsMessage;
 use envoy_types::pb::envoy::service::metrics::v3::stream_metrics_message::Identifier;
@@ -78,30 +80,43 @@ fn family_name(mut bytes: &[u8]) -> Option<&str> {
     name
 }
 
-/// The gRPC codec of the MetricsService server: encodes the (empty) answer. The server reads
-/// the request's messages itself (`super::body`) and decodes them with [`RawMessage`]'s
-/// `decode`; tonic's reading of a stream, which this codec's decoder serves, is not used
-/// there, and asks for no buffer.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RawCodec;
+/// The gRPC codec of doppel's client-streaming servers (MetricsService, AccessLogService):
+/// encodes the answer, an `A`. The servers read the request's messages themselves
+/// (`super::body`) and decode each with its own type's `decode`; tonic's reading of a stream,
+/// which this codec's decoder serves, is not used there, and asks for no buffer.
+#[derive(Debug)]
+pub struct RawCodec<A>(PhantomData<A>);
 
-impl Codec for RawCodec {
-    type Encode = envoy_types::pb::envoy::service::metrics::v3::StreamMetricsResponse;
-    type Decode = RawMessage;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-
-    fn encoder(&mut self) -> RawCodec {
-        RawCodec
-    }
-
-    fn decoder(&mut self) -> RawCodec {
-        RawCodec
+impl<A> RawCodec<A> {
+    /// The codec answering with an `A`.
+    pub fn new() -> Self {
+        RawCodec(PhantomData)
     }
 }
 
-impl Encoder for RawCodec {
-    type Item = envoy_types::pb::envoy::service::metrics::v3::StreamMetricsResponse;
+impl<A> Default for RawCodec<A> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<A: Message + Send + 'static> Codec for RawCodec<A> {
+    type Encode = A;
+    type Decode = RawMessage;
+    type Encoder = RawCodec<A>;
+    type Decoder = RawCodec<A>;
+
+    fn encoder(&mut self) -> RawCodec<A> {
+        RawCodec::new()
+    }
+
+    fn decoder(&mut self) -> RawCodec<A> {
+        RawCodec::new()
+    }
+}
+
+impl<A: Message> Encoder for RawCodec<A> {
+    type Item = A;
     type Error = Status;
 
     fn encode(&mut self, item: Self::Item, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
@@ -110,7 +125,7 @@ impl Encoder for RawCodec {
     }
 }
 
-impl Decoder for RawCodec {
+impl<A> Decoder for RawCodec<A> {
     type Item = RawMessage;
     type Error = Status;
 

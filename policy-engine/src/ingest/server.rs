@@ -79,12 +79,10 @@ pub async fn serve_with_access_logs(
     let access_logs = access_logs.map(|(samples, registry)| {
         crate::accesslog::server::service(samples, registry, stopped.clone())
     });
-    let service = MetricsServer {
-        sink: Arc::new(MetricsSink {
-            store,
-            stop: stopped,
-        }),
-    };
+    let service = RawServer(Arc::new(MetricsSink {
+        store,
+        stop: stopped,
+    }));
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = &tls {
         builder = tls.apply(builder)?;
@@ -106,17 +104,9 @@ pub async fn serve_with_access_logs(
         .await
 }
 
-/// The next message of `stream`: `None` once the stream ended or `stop` turned true (Envoy
-/// never ends its streams itself, so shutdown must end them), else the message or the error.
-pub(crate) async fn next_message<T>(
-    stream: &mut Streaming<T>,
-    stop: &mut watch::Receiver<bool>,
-) -> Option<Result<T, Status>> {
-    until_stopped(async { stream.message().await.transpose() }, stop).await
-}
-
-/// What `next` yields, or `None` as soon as `stop` turns true.
-async fn until_stopped<T>(
+/// What `next` yields, or `None` as soon as `stop` turns true (Envoy never ends its streams
+/// itself, so shutdown must end them).
+pub(crate) async fn until_stopped<T>(
     next: impl Future<Output = Option<T>>,
     stop: &mut watch::Receiver<bool>,
 ) -> Option<T> {
@@ -126,23 +116,42 @@ async fn until_stopped<T>(
     }
 }
 
-/// The gRPC path of `envoy.service.metrics.v3.MetricsService/StreamMetrics`.
-const STREAM_METRICS: &str = "/envoy.service.metrics.v3.MetricsService/StreamMetrics";
+/// A client-streaming gRPC method Envoy calls with one long stream per connection
+/// (MetricsService's `StreamMetrics`, AccessLogService's `StreamAccessLogs`), served without
+/// envoy-types' generated server: that one reads each stream through a tonic `Streaming`, which
+/// keeps a buffer the size of the largest message for the stream's life. Here the stream's
+/// messages are read by [`Messages`], which holds nothing between them, and the sink decodes each.
+pub(crate) trait StreamSink: Send + Sync + 'static {
+    /// The gRPC service, `package.Service`.
+    const SERVICE: &'static str;
+    /// The method's path, `/package.Service/Method`.
+    const PATH: &'static str;
+    /// The answer once the stream ends.
+    type Answer: Message + Default + Send + 'static;
 
-/// Envoy's MetricsService, rather than envoy-types' generated server (which decodes every
-/// family, through a tonic `Streaming` that keeps a buffer the size of the largest message):
-/// each stream's messages are read by [`Messages`], which holds nothing between them, and
-/// decoded as [`RawMessage`]s (families doppel does not read stay undecoded).
-#[derive(Clone, Debug)]
-struct MetricsServer {
-    sink: Arc<MetricsSink>,
+    /// Reads the stream from `peer` until it ends or the server stops.
+    fn stream(
+        self: Arc<Self>,
+        peer: String,
+        messages: Messages,
+    ) -> impl Future<Output = Result<Response<Self::Answer>, Status>> + Send;
 }
 
-impl NamedService for MetricsServer {
-    const NAME: &'static str = "envoy.service.metrics.v3.MetricsService";
+/// The gRPC service of one [`StreamSink`].
+#[derive(Debug)]
+pub(crate) struct RawServer<S>(pub Arc<S>);
+
+impl<S> Clone for RawServer<S> {
+    fn clone(&self) -> Self {
+        RawServer(Arc::clone(&self.0))
+    }
 }
 
-impl Service<http::Request<Body>> for MetricsServer {
+impl<S: StreamSink> NamedService for RawServer<S> {
+    const NAME: &'static str = S::SERVICE;
+}
+
+impl<S: StreamSink> Service<http::Request<Body>> for RawServer<S> {
     type Response = http::Response<Body>;
     type Error = Infallible;
     type Future = BoxFuture<Self::Response, Self::Error>;
@@ -152,32 +161,31 @@ impl Service<http::Request<Body>> for MetricsServer {
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let sink = Arc::clone(&self.sink);
+        let sink = Arc::clone(&self.0);
         Box::pin(async move {
-            if request.uri().path() != STREAM_METRICS {
-                return Ok(
-                    Status::unimplemented("MetricsService has only StreamMetrics").into_http(),
-                );
+            if request.uri().path() != S::PATH {
+                let only = format!("{} has only {}", S::SERVICE, S::PATH);
+                return Ok(Status::unimplemented(only).into_http());
             }
             // The body is read by `Messages`, which holds nothing between messages; tonic gets
             // the request without it, checks its headers and encodes the answer.
             let (parts, body) = request.into_parts();
             let messages = Messages::new(body, MAX_MESSAGE_BYTES);
             let request = http::Request::from_parts(parts, Body::empty());
-            let mut grpc = tonic::server::Grpc::new(RawCodec);
+            let mut grpc = tonic::server::Grpc::new(RawCodec::<S::Answer>::new());
             Ok(grpc
-                .client_streaming(StreamMetrics(sink, Some(messages)), request)
+                .client_streaming(OneStream(sink, Some(messages)), request)
                 .await)
         })
     }
 }
 
-/// One `StreamMetrics` call, with its request body.
-struct StreamMetrics(Arc<MetricsSink>, Option<Messages>);
+/// One call of a [`StreamSink`]'s method, with its request body.
+struct OneStream<S>(Arc<S>, Option<Messages>);
 
-impl ClientStreamingService<RawMessage> for StreamMetrics {
-    type Response = StreamMetricsResponse;
-    type Future = BoxFuture<Response<StreamMetricsResponse>, Status>;
+impl<S: StreamSink> ClientStreamingService<RawMessage> for OneStream<S> {
+    type Response = S::Answer;
+    type Future = BoxFuture<Response<S::Answer>, Status>;
 
     /// `request`'s body is empty: its messages come from the `Messages` taken here.
     fn call(&mut self, request: Request<Streaming<RawMessage>>) -> Self::Future {
@@ -188,7 +196,7 @@ impl ClientStreamingService<RawMessage> for StreamMetrics {
                 .remote_addr()
                 .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
             match messages {
-                Some(messages) => sink.stream_metrics(peer, messages).await,
+                Some(messages) => sink.stream(peer, messages).await,
                 None => Err(Status::internal("the request body was already read")),
             }
         })
@@ -203,9 +211,13 @@ struct MetricsSink {
     stop: watch::Receiver<bool>,
 }
 
-impl MetricsSink {
-    async fn stream_metrics(
-        &self,
+impl StreamSink for MetricsSink {
+    const SERVICE: &'static str = "envoy.service.metrics.v3.MetricsService";
+    const PATH: &'static str = "/envoy.service.metrics.v3.MetricsService/StreamMetrics";
+    type Answer = StreamMetricsResponse;
+
+    async fn stream(
+        self: Arc<Self>,
         peer: String,
         mut messages: Messages,
     ) -> Result<Response<StreamMetricsResponse>, Status> {

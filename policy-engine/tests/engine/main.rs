@@ -1,6 +1,7 @@
 //! The engine's integration tests: the `doppel` binary, the gRPC servers, policies, statistics,
 //! alerts, hosts and resources. One binary, so the engine is linked once.
 
+mod accesslog_grpc;
 mod alerts;
 mod check;
 mod faults_reload;
