@@ -204,7 +204,8 @@ impl<S: StreamSink> ClientStreamingService<RawMessage> for OneStream<S> {
 }
 
 /// The MetricsService implementation: one task per Envoy stream, whose [`super::Stream`] state
-/// goes when the stream ends.
+/// goes when the stream ends. Each message is decoded as a [`RawMessage`]: the families doppel
+/// does not read stay undecoded.
 #[derive(Debug)]
 struct MetricsSink {
     store: Arc<WindowStore>,
