@@ -8,6 +8,7 @@ use std::time::Duration;
 use doppel_engine::xds::build::{eds_cluster, endpoints, http_listener, variant_route};
 use doppel_engine::xds::{NodeStatus, ResourceType, Snapshot};
 use doppel_tests::xds_support::{AdsMode, AdsRig, Upstream, XDS_WAIT, http_get_with};
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::google::protobuf::Duration as PbDuration;
 
 const LISTENER: &str = "ingress";
@@ -25,9 +26,24 @@ fn snapshot(
     weights: (u32, u32),
     rig_upstreams: (SocketAddr, SocketAddr),
 ) -> Snapshot {
+    snapshot_with_shadow(
+        version,
+        weights,
+        rig_upstreams,
+        eds_cluster("shadow", Duration::from_secs(1)),
+    )
+}
+
+/// [`snapshot`] with `shadow` as the shadow's cluster.
+fn snapshot_with_shadow(
+    version: u64,
+    weights: (u32, u32),
+    rig_upstreams: (SocketAddr, SocketAddr),
+    shadow: Cluster,
+) -> Snapshot {
     Snapshot::builder(version)
         .cluster(&eds_cluster("primary", Duration::from_secs(1)))
-        .cluster(&eds_cluster("shadow", Duration::from_secs(1)))
+        .cluster(&shadow)
         .endpoints(&endpoints("primary", &[rig_upstreams.0]))
         .endpoints(&endpoints("shadow", &[rig_upstreams.1]))
         .listener(&http_listener(
@@ -64,6 +80,22 @@ impl Rig {
 
     fn upstreams(&self) -> (SocketAddr, SocketAddr) {
         (self.primary.address, self.shadow.address)
+    }
+
+    /// Serves `weights` as snapshot `version` and waits until Envoy has acknowledged the routes
+    /// and routes by them.
+    async fn push(&self, version: u64, weights: (u32, u32)) {
+        self.ads
+            .cache
+            .set_snapshot(&self.ads.node, snapshot(version, weights, self.upstreams()))
+            .expect("consistent snapshot");
+        self.ads
+            .wait_status(&format!("v{version} routes acknowledged"), |s| {
+                acked(s, ResourceType::Route) == Some(version)
+            })
+            .await;
+        self.wait_weights(u64::from(weights.0), u64::from(weights.1))
+            .await;
     }
 
     /// Waits until Envoy's config dump shows these weights, then lets workers catch up.
@@ -205,29 +237,12 @@ async fn weights_then_nack_then_recovery(mode: AdsMode) {
         seconds: -5,
         nanos: 0,
     });
-    let bad_snapshot = Snapshot::builder(3)
-        .cluster(&eds_cluster("primary", Duration::from_secs(1)))
-        .cluster(&bad)
-        .endpoints(&endpoints("primary", &[rig.primary.address]))
-        .endpoints(&endpoints("shadow", &[rig.shadow.address]))
-        .listener(&http_listener(
-            LISTENER,
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-            ROUTES,
-            Vec::new(),
-        ))
-        .route(&variant_route(
-            ROUTES,
-            Some(VARIANT_HEADER),
-            "shadow",
-            &[("primary", 50), ("shadow", 50)],
-            None,
-        ))
-        .build()
-        .expect("v3 builds");
     rig.ads
         .cache
-        .set_snapshot(&node, bad_snapshot)
+        .set_snapshot(
+            &node,
+            snapshot_with_shadow(3, (50, 50), rig.upstreams(), bad),
+        )
         .expect("v3 consistent");
     let status = rig
         .ads
@@ -274,16 +289,7 @@ async fn weights_then_nack_then_recovery(mode: AdsMode) {
     assert!(!status.of(ResourceType::Cluster).is_rejecting());
 
     // v5: everything to the shadow.
-    rig.ads
-        .cache
-        .set_snapshot(&node, snapshot(5, (0, 100), rig.upstreams()))
-        .expect("v5 consistent");
-    rig.ads
-        .wait_status("v5 routes acknowledged", |s| {
-            acked(s, ResourceType::Route) == Some(5)
-        })
-        .await;
-    rig.wait_weights(0, 100).await;
+    rig.push(5, (0, 100)).await;
     assert_eq!(rig.traffic(40).await, (0, 40));
 }
 
@@ -302,16 +308,7 @@ async fn xds_delta_envoy_follows_weights_and_survives_a_nack() {
 async fn survives_an_engine_restart(mode: AdsMode) {
     let mut rig = Rig::start(mode).await;
     let node = rig.ads.node.clone();
-    rig.ads
-        .cache
-        .set_snapshot(&node, snapshot(7, (50, 50), rig.upstreams()))
-        .expect("v7 consistent");
-    rig.ads
-        .wait_status("v7 routes acknowledged", |s| {
-            s.of(ResourceType::Route).acked == Some(7)
-        })
-        .await;
-    rig.wait_weights(50, 50).await;
+    rig.push(7, (50, 50)).await;
 
     rig.ads.stop_xds().await;
     rig.wait_stat("control_plane.connected_state", 0).await;
@@ -329,15 +326,7 @@ async fn survives_an_engine_restart(mode: AdsMode) {
         .wait_status("envoy reconnected", |s| s.streams == 1)
         .await;
     rig.wait_stat("control_plane.connected_state", 1).await;
-    cache
-        .set_snapshot(&node, snapshot(8, (0, 100), rig.upstreams()))
-        .expect("v8 consistent");
-    rig.ads
-        .wait_status("v8 routes acknowledged", |s| {
-            s.of(ResourceType::Route).acked == Some(8)
-        })
-        .await;
-    rig.wait_weights(0, 100).await;
+    rig.push(8, (0, 100)).await;
     assert_eq!(rig.traffic(40).await, (0, 40));
 }
 
