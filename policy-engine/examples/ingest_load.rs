@@ -20,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use doppel_engine::cli::client;
 use doppel_engine::ingest::fleet::{self, Expected};
+use doppel_engine::ingest::wire::BytesCodec;
 use envoy_types::pb::envoy::service::metrics::v3::StreamMetricsMessage;
 use envoy_types::pb::envoy::service::metrics::v3::stream_metrics_message::Identifier;
 use futures::StreamExt;
@@ -27,7 +28,6 @@ use prost::Message;
 use tokio::sync::{mpsc, watch};
 use tokio::time::sleep_until;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::{Channel, Endpoint};
 
 const HELP: &str =
@@ -123,47 +123,6 @@ fn parse() -> Result<Args, String> {
         return Err("--intervals must be at least 1".to_owned());
     }
     Ok(args)
-}
-
-/// Sends pre-encoded `StreamMetricsMessage`s: the generator encodes each flush once, the
-/// engine decodes every message in full.
-#[derive(Clone, Copy, Debug, Default)]
-struct BytesCodec;
-
-impl Codec for BytesCodec {
-    type Encode = Bytes;
-    type Decode = ();
-    type Encoder = BytesCodec;
-    type Decoder = BytesCodec;
-
-    fn encoder(&mut self) -> BytesCodec {
-        BytesCodec
-    }
-
-    fn decoder(&mut self) -> BytesCodec {
-        BytesCodec
-    }
-}
-
-impl Encoder for BytesCodec {
-    type Item = Bytes;
-    type Error = tonic::Status;
-
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        bytes::BufMut::put_slice(dst, &item);
-        Ok(())
-    }
-}
-
-impl Decoder for BytesCodec {
-    type Item = ();
-    type Error = tonic::Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<()>, tonic::Status> {
-        let n = bytes::Buf::remaining(src);
-        bytes::Buf::advance(src, n);
-        Ok(Some(()))
-    }
 }
 
 /// When the fleet flushes: Envoy `i` of `n` at `start + interval * (i / n + k)`, k = 0, 1, ...

@@ -5,6 +5,7 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::metrics::v3::StreamMetricsMessage;
 use envoy_types::pb::envoy::service::metrics::v3::stream_metrics_message::Identifier;
 use envoy_types::pb::io::prometheus::client as prom;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 /// A message; `node` (id, cluster) makes it the first of a stream.
 pub fn message(
@@ -104,4 +105,46 @@ fn label_pairs(labels: &[(&str, &str)]) -> Vec<prom::LabelPair> {
             value: Some((*value).to_owned()),
         })
         .collect()
+}
+
+/// A client codec that sends bytes as they are as gRPC messages and ignores the answer: for a
+/// peer that sends pre-encoded messages (a load generator encodes each flush once) or bytes
+/// that are not protobuf at all (a test of what the server does with them).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BytesCodec;
+
+impl Codec for BytesCodec {
+    type Encode = bytes::Bytes;
+    type Decode = ();
+    type Encoder = BytesCodec;
+    type Decoder = BytesCodec;
+
+    fn encoder(&mut self) -> BytesCodec {
+        BytesCodec
+    }
+
+    fn decoder(&mut self) -> BytesCodec {
+        BytesCodec
+    }
+}
+
+impl Encoder for BytesCodec {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: bytes::Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl Decoder for BytesCodec {
+    type Item = ();
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<()>, tonic::Status> {
+        let n = bytes::Buf::remaining(src);
+        bytes::Buf::advance(src, n);
+        Ok(Some(()))
+    }
 }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use doppel_engine::ingest::wire::{counter, gauge, histogram, message};
+use doppel_engine::ingest::wire::{BytesCodec, counter, gauge, histogram, message};
 use doppel_engine::ingest::{self, ClusterRegistry, StoreConfig, WindowStore};
 use doppel_engine::metrics::{Histogram, ServiceWindow};
 use envoy_types::pb::envoy::service::metrics::v3::StreamMetricsMessage;
@@ -14,7 +14,6 @@ use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 struct Engine {
     addr: SocketAddr,
@@ -251,46 +250,6 @@ async fn ingest_shutdown_ends_streams_that_never_close() {
     drop(tx);
 }
 
-/// A codec that sends raw bytes as gRPC messages: a peer that speaks gRPC but not protobuf.
-#[derive(Clone, Copy, Debug, Default)]
-struct RawCodec;
-
-impl Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = ();
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-
-    fn encoder(&mut self) -> RawCodec {
-        RawCodec
-    }
-
-    fn decoder(&mut self) -> RawCodec {
-        RawCodec
-    }
-}
-
-impl Encoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-
-    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        bytes::BufMut::put_slice(dst, &item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawCodec {
-    type Item = ();
-    type Error = tonic::Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<()>, tonic::Status> {
-        let n = bytes::Buf::remaining(src);
-        bytes::Buf::advance(src, n);
-        Ok(Some(()))
-    }
-}
-
 #[tokio::test]
 async fn ingest_undecodable_messages_end_only_their_stream() {
     let engine = Engine::start().await;
@@ -305,12 +264,12 @@ async fn ingest_undecodable_messages_end_only_their_stream() {
         "/envoy.service.metrics.v3.MetricsService/StreamMetrics",
     );
     // Field 2 (envoy_metrics) claims 200 bytes and has 3: not a protobuf message.
-    let garbage = vec![0x12, 0xc8, 0x01, 0xff, 0xff, 0xff];
+    let garbage = bytes::Bytes::from_static(&[0x12, 0xc8, 0x01, 0xff, 0xff, 0xff]);
     let answer = grpc
         .client_streaming(
             tonic::Request::new(tokio_stream::iter(vec![garbage])),
             path,
-            RawCodec,
+            BytesCodec,
         )
         .await;
     assert!(answer.is_err(), "garbage accepted: {answer:?}");
