@@ -409,8 +409,9 @@ def throughput_floor(rows):
         f"  {uncalled:.3f} of the no-filter throughput, one callback into the VM"
         f" {kept('probe: one callback into the VM'):.3f}, Lua {kept('Lua (header, random, header)'):.3f},",
         f"  doppel split 1% {kept('doppel split 1%, sticky header'):.3f} (sticky header) and",
-        f"  {kept('doppel split 1%, random, Envoy strips control headers'):.3f} (random, Envoy strips the control headers): {verdict}. doppel's routes",
-        "  alone (what the engine serves over full ADS with `filter: { kind: none }`: a weighted",
+        f"  {kept('doppel split 1%, random, Envoy strips control headers'):.3f} (random, Envoy strips the control headers):",
+        f"  {verdict}.",
+        "  doppel's routes alone (what the engine serves over full ADS with `filter: { kind: none }`: a weighted",
         f"  split by Envoy's router, no attribute matching, stickiness or id) keep {kept(ROUTES_ALONE):.3f}.",
     ]
 

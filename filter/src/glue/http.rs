@@ -5,8 +5,8 @@
 //! most one read of its headers: all of them in one call (the control headers to strip and
 //! whatever the decision reads come out of the same copy), made before the decision when
 //! stripping, trusting or deciding needs it, otherwise only once the request is chosen (with
-//! `strip_control: envoy` and no matcher or sticky key, an unchosen request reads nothing). Only measured requests (every chosen one, and a random
-//! sample of the others, `primary_sample_percent`) cost more: the clock twice, the response
+//! `strip_control: envoy` and no matcher or sticky key, an unchosen request reads nothing).
+//! Only measured requests (every chosen one, and a random sample of the others, `primary_sample_percent`) cost more: the clock twice, the response
 //! status, one latency recorded. Their counts are kept in VM memory and published on the root's
 //! tick. So the primary's stats are those of its sample, which estimates its error rate and
 //! latency without bias; the shadow's cover all of its requests.
@@ -280,13 +280,10 @@ impl Http {
 
         // Read before the decision only when stripping, trusting or deciding needs the headers
         // (`reads_up_front`); otherwise a chosen request reads them once chosen.
-        let early = shared.reads_up_front;
-        let raw = if early {
-            host::header_pairs(HeaderMap::Request)
-        } else {
-            host::HostBytes::empty()
-        };
-        let mut headers = if early { Headers::new(&raw) } else { None };
+        let early = shared
+            .reads_up_front
+            .then(|| host::header_pairs(HeaderMap::Request));
+        let mut headers = early.as_deref().and_then(Headers::new);
 
         // One pass over the headers finds doppel's control headers and what the decision reads.
         let wanted = &shared.wanted;
@@ -348,7 +345,7 @@ impl Http {
             variant == Variant::Shadow
         };
         let late;
-        if chosen && !early {
+        if chosen && early.is_none() {
             late = host::header_pairs(HeaderMap::Request);
             headers = Headers::new(&late);
         }

@@ -2,10 +2,11 @@
 //! policy file the serve config names; when its text changed it is loaded and validated like
 //! `doppel check` does. A policy that fails is refused, with every problem as
 //! `file:line:column: message` in the log, and the last good one stays in force: the rollout goes
-//! on as it was. A valid one replaces the running policy (see [`crate::rollout::Controller::replace_policy`]):
-//! the rollout keeps its phase, step and plan; Envoy gets the new filter config and share; the
-//! analysis loop starts judging by the new rules at its next look. Renaming the service or
-//! changing its clusters is refused: that needs a restart.
+//! on as it was. A valid one replaces the running policy (see
+//! [`crate::rollout::Controller::replace_policy`]): the rollout keeps its phase, step and plan;
+//! Envoy gets the new filter config and share; the analysis loop starts judging by the new rules
+//! at its next look. Renaming the service or changing its clusters is refused: that needs a
+//! restart.
 
 use std::future::Future;
 use std::path::PathBuf;

@@ -289,21 +289,14 @@ impl Validator<'_> {
             }
             (None, _) => None,
         };
-        let strip_control = t
-            .strip_control
-            .as_ref()
-            .and_then(|x| match x.value.as_str() {
-                "filter" => Some(Stripper::Filter),
-                "envoy" => Some(Stripper::Envoy),
-                other => {
-                    self.problem(
-                        x,
-                        "strip_control",
-                        format!("traffic.strip_control: `{other}` is neither filter nor envoy"),
-                    );
-                    None
-                }
-            });
+        let strip_control = t.strip_control.as_ref().and_then(|x| {
+            self.filter_or_envoy(
+                x,
+                "traffic.strip_control",
+                "strip_control",
+                [Stripper::Filter, Stripper::Envoy],
+            )
+        });
         Traffic {
             mode,
             percent,
@@ -314,6 +307,30 @@ impl Validator<'_> {
             strip_control,
             headers,
             mirror,
+        }
+    }
+
+    /// `x`, one of the filter's `filter` | `envoy` choices, as `choices[0]` or `choices[1]`; a
+    /// problem `code` naming `field` otherwise.
+    fn filter_or_envoy<T>(
+        &mut self,
+        x: &Spanned<String>,
+        field: &str,
+        code: &'static str,
+        choices: [T; 2],
+    ) -> Option<T> {
+        let [filter, envoy] = choices;
+        match x.value.as_str() {
+            "filter" => Some(filter),
+            "envoy" => Some(envoy),
+            other => {
+                self.problem(
+                    x,
+                    code,
+                    format!("{field}: `{other}` is neither filter nor envoy"),
+                );
+                None
+            }
         }
     }
 
@@ -355,17 +372,13 @@ impl Validator<'_> {
                 })
                 .collect()
         });
-        let sender = m.sender.as_ref().and_then(|x| match x.value.as_str() {
-            "filter" => Some(Sender::Filter),
-            "envoy" => Some(Sender::Envoy),
-            other => {
-                self.problem(
-                    x,
-                    "sender",
-                    format!("traffic.mirror.sender: `{other}` is neither filter nor envoy"),
-                );
-                None
-            }
+        let sender = m.sender.as_ref().and_then(|x| {
+            self.filter_or_envoy(
+                x,
+                "traffic.mirror.sender",
+                "sender",
+                [Sender::Filter, Sender::Envoy],
+            )
         });
         Mirror {
             sender,

@@ -83,7 +83,7 @@ impl FilterKind {
 }
 
 /// The filter's own reading of a config document (`None`: it would refuse it).
-fn parsed(config: &Value) -> Option<FilterConfig> {
+pub fn parsed(config: &Value) -> Option<FilterConfig> {
     FilterConfig::parse(config.to_string().as_bytes()).ok()
 }
 
@@ -97,8 +97,7 @@ fn sends_copies(config: &Value) -> bool {
 /// When a filter config has Envoy's router send the copies (mirror mode, `mirror.sender:
 /// envoy`): the header the filter names the shadow's cluster in and the header that marks a copy,
 /// for the route's mirror policy ([`crate::xds::build::header_mirror`]).
-pub fn envoy_mirror(config: &Value) -> Option<(String, String)> {
-    let config = parsed(config)?;
+pub fn envoy_mirror(config: &FilterConfig) -> Option<(String, String)> {
     let h = &config.headers;
     (config.sender() == Some(Sender::Envoy)).then(|| {
         (
@@ -108,22 +107,14 @@ pub fn envoy_mirror(config: &Value) -> Option<(String, String)> {
     })
 }
 
-/// For a full-ADS listener, whose connection manager doppel builds: the control headers it
-/// removes from every request before the filter runs (the four names of the config's `headers`),
-/// and the config the filter then gets (`strip_control: envoy`: it no longer reads every
-/// request's headers to find them). `None` when the config keeps them (`trusted_control`) or the
-/// filter would refuse it.
-pub fn envoy_stripping(config: &Value) -> Option<(Vec<String>, Value)> {
-    let parsed = parsed(config)?;
-    if parsed.trusted_control {
-        return None;
-    }
-    let names = parsed.headers.control().map(str::to_owned).to_vec();
+/// `config` for a filter whose control headers Envoy's connection manager strips before it runs
+/// (`strip_control: envoy`: it no longer reads every request's headers to find them).
+pub fn stripped_by_envoy(config: &Value) -> Value {
     let mut pushed = config.clone();
+    if let Some(fields) = pushed.as_object_mut() {
+        fields.insert("strip_control".to_owned(), json!("envoy"));
+    }
     pushed
-        .as_object_mut()?
-        .insert("strip_control".to_owned(), json!("envoy"));
-    Some((names, pushed))
 }
 
 /// The filter's config for `policy` in `state`, as docs/filter-config.md defines it: the

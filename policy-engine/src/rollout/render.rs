@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::RolloutError;
-use super::filter_config::{FilterKind, envoy_mirror, envoy_stripping};
+use super::filter_config::{FilterKind, envoy_mirror, parsed, stripped_by_envoy};
 use super::traffic::{Steering, TrafficState};
 use crate::xds::Snapshot;
 use crate::xds::build::{
@@ -81,18 +81,25 @@ pub fn render(inputs: &NodeInputs, version: u64) -> Result<Snapshot, RolloutErro
             }
             continue;
         }
-        // Full ADS: the listener's connection manager strips client-sent control headers before
-        // the filter runs, and the filter is told so. Without a filter nobody marks requests: no
-        // route reads the marks, so there is nothing to strip. Trusted marks (a hop in front sets
-        // them) are kept and routed on.
+        // Requests are marked (variant, mirror_to) by the filter, or by a trusted hop in front
+        // (`trusted_control`); only then do the routes read the marks. Full ADS: the listener's
+        // connection manager strips client-sent marks before the filter runs, and the filter is
+        // told so; trusted marks are kept.
+        let config = parsed(&service.filter_config);
+        let trusted = config.as_ref().is_some_and(|c| c.trusted_control);
         let filtered = inputs.filter.type_url().is_some();
-        let (strip, pushed, marked) = match envoy_stripping(&service.filter_config) {
-            Some((names, pushed)) if filtered => (names, pushed, true),
-            Some(_) => (Vec::new(), service.filter_config.clone(), false),
-            None => (Vec::new(), service.filter_config.clone(), true),
+        let marked = filtered || trusted;
+        let strip: Vec<String> = match &config {
+            Some(c) if filtered && !trusted => c.headers.control().map(str::to_owned).to_vec(),
+            _ => Vec::new(),
         };
-        if let Some(config) = inputs.filter.extension(&name, &pushed) {
-            builder = builder.extension_config(&config);
+        let pushed = if strip.is_empty() {
+            service.filter_config.clone()
+        } else {
+            stripped_by_envoy(&service.filter_config)
+        };
+        if let Some(extension) = inputs.filter.extension(&name, &pushed) {
+            builder = builder.extension_config(&extension);
         }
         let state = &service.state;
         let listener = service.listener.ok_or_else(|| RolloutError::Topology {
@@ -128,7 +135,7 @@ pub fn render(inputs: &NodeInputs, version: u64) -> Result<Snapshot, RolloutErro
                 grpc_access_log(cluster, ACCESS_LOG_NAME, crate::accesslog::logged_keys())
             })
             .collect();
-        let mirror = envoy_mirror(&service.filter_config).filter(|_| marked);
+        let mirror = config.as_ref().and_then(envoy_mirror).filter(|_| marked);
         builder = builder
             .listener(&http_listener_logged(
                 &state.service,
