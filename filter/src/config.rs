@@ -96,6 +96,13 @@ pub struct FilterConfig {
     /// 1 and at most 100. Chosen requests are always measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_sample_percent: Option<Percent>,
+    /// Share of all requests Envoy runs the filter on, drawn at random by the route (a
+    /// `runtime_fraction` match that enables the filter, disabled by default): the filter then
+    /// sees only the requests it may choose or measure, and scales `percent` and
+    /// `primary_sample_percent`, which stay shares of all requests, to it. Absent: Envoy runs
+    /// the filter on every request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_percent: Option<Percent>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -125,6 +132,7 @@ impl FilterConfig {
             strip_control: Stripper::Filter,
             mirror: None,
             primary_sample_percent: None,
+            pool_percent: None,
         }
     }
 
@@ -146,6 +154,53 @@ impl FilterConfig {
             Some(p) => p.get(),
             None => (self.percent.get() * PRIMARY_SAMPLE_FACTOR).clamp(1.0, 100.0),
         }
+    }
+
+    /// The smallest `pool_percent` that holds every request this config chooses or measures:
+    /// `percent`, plus the measured share of the rest.
+    ///
+    /// ```
+    /// use doppel_filter::config::{FilterConfig, Mode, Percent, ServiceName};
+    /// let c = FilterConfig::new(ServiceName::new("cart").unwrap(), Mode::Split, Percent::new(1.0).unwrap());
+    /// assert!((c.smallest_pool_percent() - 10.9).abs() < 1e-9);
+    /// ```
+    pub fn smallest_pool_percent(&self) -> f64 {
+        let percent = self.chosen_percent();
+        (percent + self.primary_sample_percent() * (100.0 - percent) / 100.0).min(100.0)
+    }
+
+    /// The share of all requests chosen: `percent`, or 0 when the mode is off.
+    fn chosen_percent(&self) -> f64 {
+        match self.mode {
+            Mode::Off => 0.0,
+            Mode::Split | Mode::Mirror => self.percent.get(),
+        }
+    }
+
+    /// `(chosen, measured)`: the share of the requests the filter sees that it chooses, and of
+    /// the unchosen ones it sees that it measures, in percent. Without a pool, `percent` and
+    /// `primary_sample_percent`; in a pool (`pool_percent`), the same shares of all requests.
+    ///
+    /// ```
+    /// use doppel_filter::config::{FilterConfig, Mode, Percent, ServiceName};
+    /// let mut c = FilterConfig::new(ServiceName::new("cart").unwrap(), Mode::Split, Percent::new(1.0).unwrap());
+    /// assert_eq!(c.shares_seen(), (1.0, 10.0));
+    /// c.pool_percent = Some(Percent::new(10.9).unwrap());
+    /// let (chosen, measured) = c.shares_seen();
+    /// assert!((chosen - 100.0 / 10.9).abs() < 1e-9 && (measured - 100.0).abs() < 1e-9);
+    /// ```
+    pub fn shares_seen(&self) -> (f64, f64) {
+        let (percent, sample) = (self.chosen_percent(), self.primary_sample_percent());
+        let Some(pool) = self.pool_percent.map(Percent::get) else {
+            return (percent, sample);
+        };
+        if pool <= percent {
+            // Every request seen is chosen (none at all when nothing is).
+            return (if percent > 0.0 { 100.0 } else { 0.0 }, 0.0);
+        }
+        // Of the primary's requests, (pool - percent) / (100 - percent) are in the pool.
+        let measured = sample * (100.0 - percent) / (pool - percent);
+        ((percent / pool * 100.0).min(100.0), measured.min(100.0))
     }
 
     /// Parses and validates a config document; the error names the field and why.
@@ -181,6 +236,9 @@ impl FilterConfig {
                 "strip_control",
                 "Envoy would remove the control headers trusted_control keeps: choose one",
             ));
+        }
+        if let Some(pool) = self.pool_percent {
+            self.check_pool(pool.get())?;
         }
         if self.mode == Mode::Mirror && self.mirror.is_none() {
             return Err(ConfigError::new("mirror", "required when mode is mirror"));
@@ -221,6 +279,33 @@ impl FilterConfig {
                     format!("`{label}` is listed twice"),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// A pool (`pool_percent`) is drawn at random, so it cannot keep a user's variant, holds
+    /// every request the config chooses or measures, and leaves the requests outside it to
+    /// Envoy, which must strip their control headers.
+    fn check_pool(&self, pool: f64) -> Result<(), ConfigError> {
+        let refuse = |reason: String| Err(ConfigError::new("pool_percent", reason));
+        if self.sticky.is_some() {
+            return refuse(
+                "a sticky key needs the filter on every request (the pool is drawn at random)"
+                    .to_owned(),
+            );
+        }
+        if self.strip_control != Stripper::Envoy {
+            return refuse(
+                "the filter never sees requests outside the pool: set strip_control to envoy"
+                    .to_owned(),
+            );
+        }
+        let smallest = self.smallest_pool_percent();
+        // The engine rounds the pool up to Envoy's precision; allow for float error below it.
+        if pool + 1e-9 < smallest {
+            return refuse(format!(
+                "{pool} is below {smallest}, the share percent and primary_sample_percent need"
+            ));
         }
         Ok(())
     }

@@ -1,7 +1,8 @@
 //! Choosing a variant for a request: pure, deterministic given its inputs, no host calls.
 //!
 //! A request is *eligible* when every matcher holds. An eligible request is chosen for the shadow
-//! when its draw falls below the threshold for the configured percent. The draw is a hash of the
+//! when its draw falls below the threshold for the configured percent (of the requests it sees:
+//! in a pool, `pool_percent`, the percent is scaled to the pool). The draw is a hash of the
 //! user's sticky key (salted with the service name, so it is the same in every VM and every
 //! restart) or, without a key, the next number of a fast PRNG that lives in VM memory.
 //!
@@ -106,7 +107,7 @@ impl Decider {
     pub fn new(config: &FilterConfig) -> Decider {
         let threshold = match config.mode {
             Mode::Off => Threshold::Never,
-            Mode::Split | Mode::Mirror => Threshold::from_percent(config.percent.get()),
+            Mode::Split | Mode::Mirror => Threshold::from_percent(config.shares_seen().0),
         };
         let mut needed = Needed::default();
         let mut matchers = Vec::new();

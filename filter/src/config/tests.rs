@@ -91,7 +91,7 @@ fn errors_name_the_field_and_why() {
         ),
         (
             base(r#","colour":"red""#),
-            "colour: unknown field `colour`, expected one of `service`, `mode`, `percent`, `match`, `sticky`, `headers`, `custom_metrics`, `trusted_control`, `strip_control`, `mirror`, `primary_sample_percent`",
+            "colour: unknown field `colour`, expected one of `service`, `mode`, `percent`, `match`, `sticky`, `headers`, `custom_metrics`, `trusted_control`, `strip_control`, `mirror`, `primary_sample_percent`, `pool_percent`",
         ),
         (
             base(r#","match":[{"header":"x-a","equals":"1","prefix":"2"}]"#),
@@ -209,6 +209,55 @@ fn envoy_may_strip_the_control_headers_unless_they_are_trusted() {
 }
 
 #[test]
+fn a_pool_holds_what_the_filter_chooses_and_measures() {
+    let split = r#"{"service":"a","mode":"split","percent":1,"strip_control":"envoy""#;
+    let c = parse(&format!(r#"{split},"pool_percent":10.9}}"#)).unwrap();
+    // 1 % of all requests is 1/10.9 of the pool; the other 9.9 % measure the primary's 10 %.
+    let (chosen, measured) = c.shares_seen();
+    assert!((chosen - 100.0 / 10.9).abs() < 1e-9, "{chosen}");
+    assert!((measured - 100.0).abs() < 1e-9, "{measured}");
+    // A larger pool measures a share of its unchosen requests: still 10 % of the primary's.
+    let c = parse(&format!(r#"{split},"pool_percent":20.8}}"#)).unwrap();
+    let (chosen, measured) = c.shares_seen();
+    assert!((chosen - 100.0 / 20.8).abs() < 1e-9, "{chosen}");
+    assert!(
+        (measured * (20.8 - 1.0) / 99.0 - 10.0).abs() < 1e-9,
+        "{measured}"
+    );
+    // Off: nobody chosen, the pool is the primary's sample.
+    let off = parse(
+        r#"{"service":"a","mode":"off","percent":0,"strip_control":"envoy","pool_percent":1}"#,
+    )
+    .unwrap();
+    assert_eq!(off.shares_seen(), (0.0, 100.0));
+    // Without a pool the shares are the config's own.
+    let plain = parse(&format!("{split}}}")).unwrap();
+    assert_eq!(plain.shares_seen(), (1.0, 10.0));
+    assert!(!plain.to_json().contains("pool_percent"));
+}
+
+#[test]
+fn a_pool_is_refused_where_the_filter_must_see_every_request() {
+    let split = r#"{"service":"a","mode":"split","percent":1"#;
+    assert_eq!(
+        refused(&format!(
+            r#"{split},"strip_control":"envoy","pool_percent":5}}"#
+        )),
+        "pool_percent: 5 is below 10.9, the share percent and primary_sample_percent need"
+    );
+    assert_eq!(
+        refused(&format!(r#"{split},"pool_percent":20}}"#)),
+        "pool_percent: the filter never sees requests outside the pool: set strip_control to envoy"
+    );
+    assert_eq!(
+        refused(&format!(
+            r#"{split},"strip_control":"envoy","sticky":{{"header":"x-user"}},"pool_percent":20}}"#
+        )),
+        "pool_percent: a sticky key needs the filter on every request (the pool is drawn at random)"
+    );
+}
+
+#[test]
 fn control_headers_are_recognised() {
     let c =
         parse(r#"{"service":"a","mode":"off","percent":0,"headers":{"id":"x-trace-id"}}"#).unwrap();
@@ -302,9 +351,17 @@ fn arb_config() -> impl Strategy<Value = FilterConfig> {
                     strip_control: trusted.1,
                     mirror: (mode == Mode::Mirror).then_some(mirror),
                     primary_sample_percent: latency.map(|p| Percent::new(p).unwrap()),
+                    pool_percent: None,
                 }
             },
         )
+        .prop_map(|mut config| {
+            // A pool where the config allows one: the smallest, as the engine pushes it.
+            if config.sticky.is_none() && config.strip_control == Stripper::Envoy {
+                config.pool_percent = Percent::new(config.smallest_pool_percent()).ok();
+            }
+            config
+        })
 }
 
 proptest! {

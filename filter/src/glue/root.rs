@@ -162,7 +162,7 @@ impl Root {
             wanted: wanted_headers(&config, &decider),
             reads_up_front: reads_up_front(&config, &decider),
             decider,
-            primary_sample: Threshold::from_percent(config.primary_sample_percent()),
+            primary_sample: Threshold::from_percent(config.shares_seen().1),
             metrics: Metrics::new(&config),
             config,
             state: RefCell::new(state),

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use doppel_tests::host::support::{get, within_binomial};
 use doppel_tests::host::{Host, MetricKind};
+use doppel_tests::procs::filter_split_wasm;
 
 /// What one variant should show.
 #[derive(Default, Debug)]
@@ -172,6 +173,40 @@ fn host_stats_are_published_when_the_vm_stops() -> anyhow::Result<()> {
     assert!(host.shutdown()?);
     assert_eq!(host.counter("doppel.cart.primary.rq_total"), Some(10));
     assert_eq!(host.counter("doppel.cart.shadow.rq_total"), Some(0));
+    Ok(())
+}
+
+/// In a pool (`pool_percent`: Envoy's route runs the filter on that share of requests only), the
+/// filter scales its shares to the pool: at 1 % with the primary's default 10 % sample, a pool of
+/// 10.9 % holds the chosen requests (1/10.9 of those it sees) and the primary's sample (all the
+/// others it sees, each measured).
+#[test]
+fn host_stats_in_a_pool_choose_and_measure_shares_of_all_requests() -> anyhow::Result<()> {
+    let mut host = Host::load(filter_split_wasm())?;
+    let config = r#"{"service":"cart","mode":"split","percent":1,"strip_control":"envoy","pool_percent":10.9}"#;
+    assert!(host.configure(config)?, "{:?}", host.logs());
+    let n = 10_000u64;
+    let mut shadow = 0u64;
+    for _ in 0..n {
+        let done = host
+            .request(&get("/cart", &[]))?
+            .respond_with_body(200, &[], b"ok")?
+            .finish()?;
+        shadow += u64::from(done.cluster.as_deref() == Some("shadow"));
+    }
+    host.advance(Duration::from_secs(2))?;
+    let counter = |name: &str| host.counter(&format!("doppel.cart.{name}")).unwrap_or(0);
+    let (ok, expected, allowed) = within_binomial(n, 1.0 / 10.9, shadow, 4.0);
+    assert!(
+        ok,
+        "{shadow} of {n} pool requests chosen, expected {expected} ± {allowed:.0}"
+    );
+    assert_eq!(counter("shadow.rq_total"), shadow as i64);
+    assert_eq!(
+        counter("primary.rq_total"),
+        (n - shadow) as i64,
+        "every unchosen request of the pool is the primary's sample"
+    );
     Ok(())
 }
 
