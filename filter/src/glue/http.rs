@@ -404,21 +404,29 @@ impl Http {
         let Some(start_ns) = self.start_ns else {
             return;
         };
-        // Every response header in one call: status and server-timing from one copy (a handful of
-        // headers costs less than reading one value: bench-instructions' probes).
-        let raw = host::header_pairs(HeaderMap::Response);
-        let headers = Headers::new(&raw);
-        let header = |name| headers.and_then(|h| h.get(name));
-        let status = header(":status").and_then(parse_status).unwrap_or(0);
         let shared = self.shared.clone();
         let latency_us = host::now_ns().saturating_sub(start_ns) / 1000;
         shared.metrics.latency(self.variant, latency_us);
-        if !shared.config.custom_metrics.is_empty()
-            && let Some(h) = header("server-timing")
-        {
-            let durations = durations_us(h, &shared.config.custom_metrics);
-            shared.metrics.custom(self.variant, &durations);
+        let custom = &shared.config.custom_metrics;
+        let status = if custom.is_empty() {
+            // The status alone: an upstream's response has more headers than the filter
+            // needs, and reading them all costs more than reading one value (BENCHMARKS.md).
+            host::header(HeaderMap::Response, ":status")
+                .as_deref()
+                .and_then(parse_status)
+        } else {
+            // Status and `server-timing` from one call (two values would cost two).
+            let raw = host::header_pairs(HeaderMap::Response);
+            let headers = Headers::new(&raw);
+            let header = |name| headers.and_then(|h| h.get(name));
+            if let Some(h) = header("server-timing") {
+                shared
+                    .metrics
+                    .custom(self.variant, &durations_us(h, custom));
+            }
+            header(":status").and_then(parse_status)
         }
+        .unwrap_or(0);
         if status >= 500 {
             let upstream = host::property(&["response", "code_details"])
                 .is_some_and(|d| *d == *b"via_upstream");
