@@ -108,13 +108,47 @@ pub fn envoy_mirror(config: &FilterConfig) -> Option<(String, String)> {
 }
 
 /// `config` for a filter whose control headers Envoy's connection manager strips before it runs
-/// (`strip_control: envoy`: it no longer reads every request's headers to find them).
-pub fn stripped_by_envoy(config: &Value) -> Value {
+/// (`strip_control: envoy`: it no longer reads every request's headers to find them) and, with
+/// `pool` (per million, [`pool_per_million`]), that Envoy's route runs on that share of requests
+/// only (`pool_percent`).
+pub fn stripped_by_envoy(config: &Value, pool: Option<u32>) -> Value {
     let mut pushed = config.clone();
     if let Some(fields) = pushed.as_object_mut() {
         fields.insert("strip_control".to_owned(), json!("envoy"));
+        if let Some(per_million) = pool {
+            fields.insert("pool_percent".to_owned(), json!(pool_percent(per_million)));
+        }
     }
     pushed
+}
+
+/// A pool's share of requests per million as a percent.
+pub fn pool_percent(per_million: u32) -> f64 {
+    f64::from(per_million) / 10_000.0
+}
+
+/// The pool Envoy's route draws for a filter whose control headers Envoy strips, in requests
+/// per million: the smallest that holds every request `config` chooses or measures, rounded up
+/// to the route's precision. `None` when the filter must see every request: a sticky key keeps a
+/// user's variant, which a random pool cannot, and a pool of every request saves nothing.
+///
+/// ```
+/// # use doppel_engine::rollout::filter_config::pool_per_million;
+/// use doppel_filter::config::{FilterConfig, Mode, Percent, ServiceName};
+/// let mut c = FilterConfig::new(ServiceName::new("cart").unwrap(), Mode::Split, Percent::new(1.0).unwrap());
+/// assert_eq!(pool_per_million(&c), Some(109_000)); // 1 % chosen, 10 % of the rest measured
+/// c.percent = Percent::new(10.0).unwrap();
+/// assert_eq!(pool_per_million(&c), None); // 10 % chosen, all the rest measured
+/// ```
+pub fn pool_per_million(config: &FilterConfig) -> Option<u32> {
+    if config.sticky.is_some() {
+        return None;
+    }
+    // In (0, 1e6] after the clamp: the cast cannot truncate.
+    let per_million = (config.smallest_pool_percent() * 10_000.0)
+        .ceil()
+        .clamp(1.0, 1e6) as u32;
+    (per_million < 1_000_000).then_some(per_million)
 }
 
 /// The filter's config for `policy` in `state`, as docs/filter-config.md defines it: the

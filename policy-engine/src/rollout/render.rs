@@ -10,13 +10,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::RolloutError;
-use super::filter_config::{FilterKind, envoy_mirror, parsed, stripped_by_envoy};
+use super::filter_config::{FilterKind, envoy_mirror, parsed, pool_per_million, stripped_by_envoy};
 use super::traffic::{Steering, TrafficState};
 use crate::xds::Snapshot;
 use crate::xds::build::{
-    ecds_filter, eds_cluster, endpoints, grpc_access_log, header_mirror, http_listener_logged,
-    variant_route,
+    Pool, ecds_filter, eds_cluster, endpoints, grpc_access_log, header_mirror,
+    http_listener_logged, variant_route,
 };
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter;
 
 /// Route weights are integers out of this total, so a share of 0.01% still shows.
 pub const WEIGHT_TOTAL: u32 = 10_000;
@@ -93,10 +94,16 @@ pub fn render(inputs: &NodeInputs, version: u64) -> Result<Snapshot, RolloutErro
             Some(c) if filtered && !trusted => c.headers.control().map(str::to_owned).to_vec(),
             _ => Vec::new(),
         };
+        // A filter whose control headers Envoy strips runs only on the requests it may choose
+        // or measure, a share the route draws at random (its pool), unless it must see them all.
+        let pool = config
+            .as_ref()
+            .filter(|_| !strip.is_empty())
+            .and_then(pool_per_million);
         let pushed = if strip.is_empty() {
             service.filter_config.clone()
         } else {
-            stripped_by_envoy(&service.filter_config)
+            stripped_by_envoy(&service.filter_config, pool)
         };
         if let Some(extension) = inputs.filter.extension(&name, &pushed) {
             builder = builder.extension_config(&extension);
@@ -124,7 +131,10 @@ pub fn render(inputs: &NodeInputs, version: u64) -> Result<Snapshot, RolloutErro
                 .endpoints(&endpoints(cluster, hosts));
         }
         let filters = match inputs.filter.type_url() {
-            Some(url) => vec![ecds_filter(&name, &[&url])],
+            Some(url) => vec![HttpFilter {
+                disabled: pool.is_some(),
+                ..ecds_filter(&name, &[&url])
+            }],
             None => Vec::new(),
         };
         let (primary, shadow) = route_units(state.route_weight);
@@ -155,6 +165,10 @@ pub fn render(inputs: &NodeInputs, version: u64) -> Result<Snapshot, RolloutErro
                 ],
                 mirror.as_ref().map(|(mirror_to, marker)| {
                     (mirror_to.as_str(), header_mirror(mirror_to, marker))
+                }),
+                pool.map(|per_million| Pool {
+                    filter: &name,
+                    per_million,
                 }),
             ));
     }

@@ -431,14 +431,16 @@ fn rollout_render_has_envoy_copy_only_what_the_filter_marks_when_envoy_sends_cop
     assert_eq!(by_envoy.len(), 1, "{by_envoy:?}");
     // Only the requests the filter marked take the copying route.
     let routes = route_matches(&snapshot);
-    assert_eq!(routes.len(), 3, "{routes:?}");
+    assert_eq!(routes.len(), 4, "{routes:?}");
     assert!(
         routes[1].contains("name: \"x-doppel-mirror-to\"")
             && routes[1].contains("PresentMatch(true)"),
         "{}",
         routes[1]
     );
-    assert!(routes[2].contains("headers: []"), "{}", routes[2]);
+    // Then the filter's pool and everyone else, neither copied.
+    assert!(routes[2].contains("numerator: 109000"), "{}", routes[2]);
+    assert!(routes[3].contains("headers: []"), "{}", routes[3]);
     let policy = &by_envoy[0];
     assert_eq!(policy.cluster_header, "x-doppel-mirror-to");
     assert!(policy.cluster.is_empty());
@@ -456,25 +458,33 @@ fn rollout_render_has_envoy_copy_only_what_the_filter_marks_when_envoy_sends_cop
     assert!(route_mirrors(&render(&inputs(Steering::FullAds, 25.0), 1).unwrap()).is_empty());
 }
 
+/// The connection manager of `checkout`'s listener in `snapshot`, if it has one (full ADS).
+fn connection_manager(
+    snapshot: &crate::xds::Snapshot,
+) -> Option<envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager>{
+    use envoy_types::pb::envoy::config::listener::v3::{Listener, filter::ConfigType};
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+    use prost::Message;
+    let listener = snapshot.resources(ResourceType::Listener).get("checkout")?;
+    let listener = Listener::decode(listener.any().value.as_slice()).expect("listener");
+    let Some(ConfigType::TypedConfig(any)) = &listener.filter_chains[0].filters[0].config_type
+    else {
+        panic!("no connection manager: {listener:?}");
+    };
+    Some(HttpConnectionManager::decode(any.value.as_slice()).expect("hcm"))
+}
+
 /// The headers `checkout`'s connection manager removes before its filters run, and the filter
 /// config pushed over ECDS, in `snapshot`.
 fn stripping(snapshot: &crate::xds::Snapshot) -> (Vec<String>, serde_json::Value) {
     use envoy_types::pb::envoy::config::common::mutation_rules::v3::header_mutation::Action as Mutation;
     use envoy_types::pb::envoy::config::core::v3::TypedExtensionConfig;
-    use envoy_types::pb::envoy::config::listener::v3::{Listener, filter::ConfigType};
     use envoy_types::pb::envoy::extensions::filters::http::wasm::v3::Wasm;
-    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
     use envoy_types::pb::envoy::extensions::http::early_header_mutation::header_mutation::v3::HeaderMutation;
     use envoy_types::pb::google::protobuf::StringValue;
     use prost::Message;
     let mut removed = Vec::new();
-    if let Some(listener) = snapshot.resources(ResourceType::Listener).get("checkout") {
-        let listener = Listener::decode(listener.any().value.as_slice()).expect("listener");
-        let Some(ConfigType::TypedConfig(any)) = &listener.filter_chains[0].filters[0].config_type
-        else {
-            panic!("no connection manager: {listener:?}");
-        };
-        let hcm = HttpConnectionManager::decode(any.value.as_slice()).expect("hcm");
+    if let Some(hcm) = connection_manager(snapshot) {
         for extension in hcm.early_header_mutation_extensions {
             assert_eq!(
                 extension.name,
@@ -538,6 +548,70 @@ fn rollout_render_full_ads_strips_control_headers_before_the_filter_and_tells_it
     let (removed, config) = stripping(&render(&node, 1).unwrap());
     assert!(removed.is_empty(), "{removed:?}");
     assert!(config.get("strip_control").is_none(), "{config}");
+}
+
+#[test]
+fn rollout_render_full_ads_runs_the_filter_on_its_pool_only() {
+    use envoy_types::pb::envoy::config::route::v3::FilterConfig;
+    use prost::Message;
+    let snapshot = render(&inputs(Steering::FullAds, 0.0), 1).unwrap();
+    // 1 % chosen and 10 % of the rest measured: 10.9 % of requests go through the filter.
+    let (_, config) = stripping(&snapshot);
+    assert_eq!(config["pool_percent"], 10.9, "{config}");
+    let hcm = connection_manager(&snapshot).expect("full ADS has a listener");
+    assert_eq!(hcm.http_filters[0].name, "doppel.checkout");
+    assert!(
+        hcm.http_filters[0].disabled,
+        "skipped unless a route enables it"
+    );
+    let routes = checkout_routes(&snapshot);
+    let matches = route_matches(&snapshot);
+    assert_eq!(matches.len(), 3, "{matches:?}");
+    assert!(matches[0].contains("x-doppel-variant"), "{}", matches[0]);
+    assert!(
+        matches[1].contains("numerator: 109000, denominator: Million"),
+        "{}",
+        matches[1]
+    );
+    let enable = &routes[1].typed_per_filter_config["doppel.checkout"];
+    let enable = FilterConfig::decode(enable.value.as_slice()).expect("a FilterConfig");
+    assert!(enable.config.is_some() && !enable.disabled, "{enable:?}");
+    assert!(routes[2].typed_per_filter_config.is_empty());
+    assert!(
+        matches[2].contains("runtime_fraction: None"),
+        "{}",
+        matches[2]
+    );
+
+    // A sticky key needs the filter on every request: no pool.
+    let sticky = parse(&POLICY.replace(
+        "  percent: 1\n",
+        "  percent: 1\n  sticky:\n    header: x-user-id\n",
+    ))
+    .expect("sticky policy parses");
+    let mut node = inputs(Steering::FullAds, 0.0);
+    let service = &mut node.services[0];
+    service.filter_config = filter_config(&sticky, &service.state);
+    let snapshot = render(&node, 1).unwrap();
+    let (_, config) = stripping(&snapshot);
+    assert!(config.get("pool_percent").is_none(), "{config}");
+    assert!(
+        !connection_manager(&snapshot)
+            .expect("listener")
+            .http_filters[0]
+            .disabled
+    );
+    assert_eq!(route_matches(&snapshot).len(), 2);
+    // So does a share that leaves no request outside the pool (10 % chosen, 90 % measured).
+    let mut node = inputs(Steering::FullAds, 0.0);
+    let service = &mut node.services[0];
+    service.state.filter_percent = 10.0;
+    service.filter_config = filter_config(&policy(), &service.state);
+    let (_, config) = stripping(&render(&node, 1).unwrap());
+    assert!(config.get("pool_percent").is_none(), "{config}");
+    // Filter-only steering: the routes are the mesh's.
+    let (_, config) = stripping(&render(&inputs(Steering::FilterOnly, 0.0), 1).unwrap());
+    assert!(config.get("pool_percent").is_none(), "{config}");
 }
 
 #[test]

@@ -21,7 +21,7 @@ use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendA
 use envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier;
 use envoy_types::pb::envoy::config::core::v3::{
     Address, AggregatedConfigSource, ApiVersion, ConfigSource, ExtensionConfigSource, HeaderValue,
-    HeaderValueOption, SocketAddress, TypedExtensionConfig,
+    HeaderValueOption, RuntimeFractionalPercent, SocketAddress, TypedExtensionConfig,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
 use envoy_types::pb::envoy::config::endpoint::v3::{
@@ -35,7 +35,8 @@ use envoy_types::pb::envoy::config::route::v3::route_action::RequestMirrorPolicy
 use envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier;
 use envoy_types::pb::envoy::config::route::v3::weighted_cluster::ClusterWeight;
 use envoy_types::pb::envoy::config::route::v3::{
-    HeaderMatcher, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster,
+    FilterConfig, HeaderMatcher, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost,
+    WeightedCluster,
 };
 use envoy_types::pb::envoy::extensions::access_loggers::grpc::v3::{
     CommonGrpcAccessLogConfig, HttpGrpcAccessLogConfig,
@@ -47,6 +48,8 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::envoy::extensions::http::early_header_mutation::header_mutation::v3::HeaderMutation as EarlyHeaderMutation;
 use envoy_types::pb::envoy::r#type::matcher::v3::StringMatcher;
 use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
+use envoy_types::pb::envoy::r#type::v3::FractionalPercent;
+use envoy_types::pb::envoy::r#type::v3::fractional_percent::DenominatorType;
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration, UInt32Value};
 use prost::{Message, Name};
 
@@ -274,18 +277,34 @@ pub fn header_mirror(mirror_to: &str, marker: &str) -> RequestMirrorPolicy {
     }
 }
 
+/// Requests drawn at random by the route that run an HTTP filter Envoy otherwise skips (the
+/// listener's `HttpFilter` has `disabled: true`): the filter's pool (its `pool_percent`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pool<'a> {
+    /// The filter's name in the connection manager.
+    pub filter: &'a str,
+    /// Requests in the pool out of every million.
+    pub per_million: u32,
+}
+
 /// The split route: a request whose `variant_header` is `shadow` (the filter sets it on the
 /// requests it chose) goes to cluster `shadow`; every other request goes to `weights`. Without
 /// `variant_header` (nothing marks requests), only the weights. With
 /// `mirror` (`mirror_to` header, policy: [`header_mirror`]), a request carrying the header (the
 /// filter chose it to be copied) takes a route of its own that copies it: a mirror policy costs
 /// Envoy more per request even when it copies nothing, so the other requests' route has none.
+/// With `pool`, the share of the other requests it names goes to `weights` through a route that
+/// enables the pool's filter. The filter chain is made once, on the first route a request takes,
+/// so a request the filter then marks keeps the filter on its way to the shadow; the marked
+/// routes come first, so a pool request matched again (the filter cleared the route cache)
+/// finds them whatever the draw.
 pub fn variant_route(
     name: &str,
     variant_header: Option<&str>,
     shadow: &str,
     weights: &[(&str, u32)],
     mirror: Option<(&str, RequestMirrorPolicy)>,
+    pool: Option<Pool<'_>>,
 ) -> RouteConfiguration {
     let mut routes = Vec::new();
     if let Some(variant_header) = variant_header {
@@ -308,8 +327,34 @@ pub fn variant_route(
         }
         routes.push(copied);
     }
+    if let Some(pool) = pool {
+        routes.push(pool_route(pool, weighted(weights)));
+    }
     routes.push(weighted(weights));
     route_config(name, routes)
+}
+
+/// `route` limited to `pool`'s share of requests (`runtime_fraction`, with no runtime key: the
+/// share is the filter's to know, not the runtime's to change) and enabling its filter (a
+/// per-route `FilterConfig` with an empty `config`).
+fn pool_route(pool: Pool<'_>, mut route: Route) -> Route {
+    if let Some(m) = route.r#match.as_mut() {
+        m.runtime_fraction = Some(RuntimeFractionalPercent {
+            default_value: Some(FractionalPercent {
+                numerator: pool.per_million,
+                denominator: DenominatorType::Million as i32,
+            }),
+            runtime_key: String::new(),
+        });
+    }
+    let enable = FilterConfig {
+        config: Some(Any::default()),
+        ..Default::default()
+    };
+    route
+        .typed_per_filter_config
+        .insert(pool.filter.to_owned(), pack(&enable));
+    route
 }
 
 /// A route without action for every path of the requests whose `header` passes `test`.

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use doppel_tests::host::support::within_binomial;
 use doppel_tests::procs::{filter_split_wasm, filter_wasm};
 use doppel_tests::rollout_support::{
     Engine, eventually, filter_only_bootstrap, free_port, policy_yaml,
@@ -586,5 +587,67 @@ async fn rollout_full_ads_envoy_strips_spoofed_control_headers_before_the_filter
         primary.marked(),
         0,
         "spoofed control headers reached the primary"
+    );
+}
+
+/// Full ADS, a 1% split at random: Envoy's route runs the filter only on its pool (10.9% of
+/// requests: the 1% it chooses and the primary's 10% sample of the rest) and the filter scales
+/// its shares to it, so it still chooses 1% of all requests and measures 10% of the primary's.
+/// Were the filter run on every request with that config, it would choose and measure about
+/// nine times as many.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_full_ads_filter_runs_on_its_pool_only() {
+    let Rig {
+        primary,
+        shadow,
+        dir,
+    } = rig(&both_builds()).await;
+    let (engine, envoy) = full_ads(dir.path()).await;
+    engine.start_rollout();
+    // Step 1: the route sends 10% to the shadow, the filter chooses the policy's 1% on top.
+    wait_weights(&envoy, (9_000, 1_000)).await;
+    wait_filter(&envoy, "split", 1.0).await;
+    let config = served_filter_config(&envoy).await;
+    assert_eq!(config["pool_percent"], 10.9, "{config}");
+    let listener = envoy
+        .listener_address("checkout")
+        .await
+        .expect("listener bound");
+    let requests = 2_000;
+    let (to_primary, to_shadow) = drive_listener(listener, requests, &primary, &shadow).await;
+    assert_eq!(to_primary + to_shadow, requests);
+    // The filter publishes its counts on its tick.
+    let stat = |variant: &str| {
+        let name = format!("wasmcustom.doppel.checkout.{variant}.rq_total");
+        let envoy = &envoy;
+        async move { envoy.stat(&name).await.expect("filter stat") }
+    };
+    // Settled: the same counts a tick apart.
+    let mut counts = (0, 0);
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        let now = (stat("shadow").await, stat("primary").await);
+        if now == counts && now.0 + now.1 > 0 {
+            break;
+        }
+        counts = now;
+    }
+    let (chosen, measured) = counts;
+    let (ok, expected, allowed) = within_binomial(requests, 0.01, chosen, 4.0);
+    assert!(
+        ok,
+        "the filter chose {chosen} of {requests}, expected {expected} ± {allowed:.0}"
+    );
+    let unchosen = requests - chosen;
+    let (ok, expected, allowed) = within_binomial(unchosen, 0.10, measured, 4.0);
+    assert!(
+        ok,
+        "{measured} of {unchosen} primary requests measured, expected {expected} ± {allowed:.0}"
+    );
+    // The shadow serves the filter's choice and the route's 10% of the rest.
+    let (ok, expected, allowed) = within_binomial(requests, 0.01 + 0.99 * 0.10, to_shadow, 4.0);
+    assert!(
+        ok,
+        "the shadow got {to_shadow} of {requests}, expected {expected} ± {allowed:.0}"
     );
 }

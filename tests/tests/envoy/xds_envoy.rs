@@ -58,6 +58,7 @@ fn snapshot_with_shadow(
             "shadow",
             &[("primary", weights.0), ("shadow", weights.1)],
             None,
+            None,
         ))
         .build()
         .expect("test snapshot builds")
