@@ -20,7 +20,7 @@
 //!
 //! Deliberate shortcuts, for speed: counters are published on the root context's tick rather
 //! than per request (Envoy's counters lag by at most a second); the primary is measured on a
-//! random sample of its requests (`primary_sample_percent`, by default ten times the shadow's
+//! random sample of its requests (`primary_sample_percent`, by default five times the shadow's
 //! share), the shadow on all of them; mirror copies are dispatched from the root context on a
 //! 1 ms tick, so their answers outlive the request that made them.
 //!

@@ -211,17 +211,17 @@ fn envoy_may_strip_the_control_headers_unless_they_are_trusted() {
 #[test]
 fn a_pool_holds_what_the_filter_chooses_and_measures() {
     let split = r#"{"service":"a","mode":"split","percent":1,"strip_control":"envoy""#;
+    let c = parse(&format!(r#"{split},"pool_percent":5.95}}"#)).unwrap();
+    // 1 % of all requests is 1/5.95 of the pool; the other 4.95 % measure the primary's 5 %.
+    let (chosen, measured) = c.shares_seen();
+    assert!((chosen - 100.0 / 5.95).abs() < 1e-9, "{chosen}");
+    assert!((measured - 100.0).abs() < 1e-9, "{measured}");
+    // A larger pool measures a share of its unchosen requests: still 5 % of the primary's.
     let c = parse(&format!(r#"{split},"pool_percent":10.9}}"#)).unwrap();
-    // 1 % of all requests is 1/10.9 of the pool; the other 9.9 % measure the primary's 10 %.
     let (chosen, measured) = c.shares_seen();
     assert!((chosen - 100.0 / 10.9).abs() < 1e-9, "{chosen}");
-    assert!((measured - 100.0).abs() < 1e-9, "{measured}");
-    // A larger pool measures a share of its unchosen requests: still 10 % of the primary's.
-    let c = parse(&format!(r#"{split},"pool_percent":20.8}}"#)).unwrap();
-    let (chosen, measured) = c.shares_seen();
-    assert!((chosen - 100.0 / 20.8).abs() < 1e-9, "{chosen}");
     assert!(
-        (measured * (20.8 - 1.0) / 99.0 - 10.0).abs() < 1e-9,
+        (measured * (10.9 - 1.0) / 99.0 - 5.0).abs() < 1e-9,
         "{measured}"
     );
     // Off: nobody chosen, the pool is the primary's sample.
@@ -232,7 +232,7 @@ fn a_pool_holds_what_the_filter_chooses_and_measures() {
     assert_eq!(off.shares_seen(), (0.0, 100.0));
     // Without a pool the shares are the config's own.
     let plain = parse(&format!("{split}}}")).unwrap();
-    assert_eq!(plain.shares_seen(), (1.0, 10.0));
+    assert_eq!(plain.shares_seen(), (1.0, 5.0));
     assert!(!plain.to_json().contains("pool_percent"));
 }
 
@@ -243,7 +243,7 @@ fn a_pool_is_refused_where_the_filter_must_see_every_request() {
         refused(&format!(
             r#"{split},"strip_control":"envoy","pool_percent":5}}"#
         )),
-        "pool_percent: 5 is below 10.9, the share percent and primary_sample_percent need"
+        "pool_percent: 5 is below 5.95, the share percent and primary_sample_percent need"
     );
     assert_eq!(
         refused(&format!(r#"{split},"pool_percent":20}}"#)),

@@ -136,9 +136,9 @@ pub fn pool_percent(per_million: u32) -> f64 {
 /// # use doppel_engine::rollout::filter_config::pool_per_million;
 /// use doppel_filter::config::{FilterConfig, Mode, Percent, ServiceName};
 /// let mut c = FilterConfig::new(ServiceName::new("cart").unwrap(), Mode::Split, Percent::new(1.0).unwrap());
-/// assert_eq!(pool_per_million(&c), Some(109_000)); // 1 % chosen, 10 % of the rest measured
-/// c.percent = Percent::new(10.0).unwrap();
-/// assert_eq!(pool_per_million(&c), None); // 10 % chosen, all the rest measured
+/// assert_eq!(pool_per_million(&c), Some(59_500)); // 1 % chosen, 5 % of the rest measured
+/// c.percent = Percent::new(20.0).unwrap();
+/// assert_eq!(pool_per_million(&c), None); // 20 % chosen, all the rest measured
 /// ```
 pub fn pool_per_million(config: &FilterConfig) -> Option<u32> {
     if config.sticky.is_some() {

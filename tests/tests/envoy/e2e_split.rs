@@ -121,9 +121,9 @@ async fn e2e_split_at_one_percent_lands_within_four_sigma_and_tags_every_shadowe
         "{:?}",
         stats.all()
     );
-    // The primary is measured on a random sample, by default ten times the shadow's share.
+    // The primary is measured on a random sample, by default five times the shadow's share.
     let measured = stats.value(&filter_stat(service, "primary", "rq_total"));
-    let (ok, expected, allowed) = within_binomial(primary.len() as u64, 0.10, measured, 4.0);
+    let (ok, expected, allowed) = within_binomial(primary.len() as u64, 0.05, measured, 4.0);
     assert!(
         ok,
         "{measured} of {} primary requests measured, expected {expected} ± {allowed:.0}: {:?}",

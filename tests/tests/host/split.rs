@@ -2,6 +2,7 @@
 //! the shadow share at 1% and 0.1% over 200,000 requests, matchers, sticky users, and
 //! client-sent control headers that never steer a request.
 
+use doppel_filter::config::PRIMARY_SAMPLE_FACTOR;
 use doppel_tests::host::support::{get, within_binomial};
 use doppel_tests::host::{Finished, Host};
 
@@ -67,8 +68,8 @@ fn assert_share(percent: f64) -> anyhow::Result<()> {
         host.counter("doppel.cart.shadow.rq_total"),
         Some(shadow as i64)
     );
-    // The primary is measured on a random sample: ten times the shadow's share by default.
-    let sample = (10.0 * percent).clamp(1.0, 100.0) / 100.0;
+    // The primary is measured on a random sample: five times the shadow's share by default.
+    let sample = (PRIMARY_SAMPLE_FACTOR * percent).clamp(1.0, 100.0) / 100.0;
     let measured = host.counter("doppel.cart.primary.rq_total").unwrap_or(0);
     let (ok, expected, allowed) = within_binomial(n - shadow, sample, measured as u64, 4.0);
     assert!(

@@ -177,13 +177,13 @@ fn host_stats_are_published_when_the_vm_stops() -> anyhow::Result<()> {
 }
 
 /// In a pool (`pool_percent`: Envoy's route runs the filter on that share of requests only), the
-/// filter scales its shares to the pool: at 1 % with the primary's default 10 % sample, a pool of
-/// 10.9 % holds the chosen requests (1/10.9 of those it sees) and the primary's sample (all the
+/// filter scales its shares to the pool: at 1 % with the primary's default 5 % sample, a pool of
+/// 5.95 % holds the chosen requests (1/5.95 of those it sees) and the primary's sample (all the
 /// others it sees, each measured).
 #[test]
 fn host_stats_in_a_pool_choose_and_measure_shares_of_all_requests() -> anyhow::Result<()> {
     let mut host = Host::load(filter_split_wasm())?;
-    let config = r#"{"service":"cart","mode":"split","percent":1,"strip_control":"envoy","pool_percent":10.9}"#;
+    let config = r#"{"service":"cart","mode":"split","percent":1,"strip_control":"envoy","pool_percent":5.95}"#;
     assert!(host.configure(config)?, "{:?}", host.logs());
     let n = 10_000u64;
     let mut shadow = 0u64;
@@ -196,7 +196,7 @@ fn host_stats_in_a_pool_choose_and_measure_shares_of_all_requests() -> anyhow::R
     }
     host.advance(Duration::from_secs(2))?;
     let counter = |name: &str| host.counter(&format!("doppel.cart.{name}")).unwrap_or(0);
-    let (ok, expected, allowed) = within_binomial(n, 1.0 / 10.9, shadow, 4.0);
+    let (ok, expected, allowed) = within_binomial(n, 1.0 / 5.95, shadow, 4.0);
     assert!(
         ok,
         "{shadow} of {n} pool requests chosen, expected {expected} ± {allowed:.0}"
