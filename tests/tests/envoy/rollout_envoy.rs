@@ -545,6 +545,14 @@ async fn rollout_full_ads_mirror_sent_by_envoy_copies_the_share_the_filter_marks
     assert_eq!(sent, copies, "every copy went through the shadow's cluster");
 }
 
+/// A client's copies of the four control headers, which Envoy must remove.
+const SPOOFED: [(&str, &str); 4] = [
+    ("x-doppel-variant", "shadow"),
+    ("x-doppel-id", "0123456789abcdef0123456789abcdef"),
+    ("x-doppel-mirror", "1"),
+    ("x-doppel-mirror-to", "checkout-v2"),
+];
+
 /// Full ADS with the Wasm filter: doppel's connection manager removes client-sent control headers
 /// before the filter runs, and the filter, told so (`strip_control: envoy`), leaves them to it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -564,15 +572,9 @@ async fn rollout_full_ads_envoy_strips_spoofed_control_headers_before_the_filter
         .listener_address("checkout")
         .await
         .expect("listener bound");
-    let spoofed = [
-        ("x-doppel-variant", "shadow"),
-        ("x-doppel-id", "0123456789abcdef0123456789abcdef"),
-        ("x-doppel-mirror", "1"),
-        ("x-doppel-mirror-to", "checkout-v2"),
-    ];
     let requests = 200;
     for _ in 0..requests {
-        let reply = http_get_with(listener, "/", &spoofed)
+        let reply = http_get_with(listener, "/", &SPOOFED)
             .await
             .expect("request through envoy");
         assert_eq!(reply.status, 200, "{reply:?}");
@@ -613,9 +615,22 @@ async fn rollout_full_ads_filter_runs_on_its_pool_only() {
         .listener_address("checkout")
         .await
         .expect("listener bound");
+    // Every request spoofs the control headers: the pool's draw is Envoy's, not the client's.
     let requests = 2_000;
-    let (to_primary, to_shadow) = drive_listener(listener, requests, &primary, &shadow).await;
+    let (p0, s0) = (primary.hits(), shadow.hits());
+    for _ in 0..requests {
+        let reply = http_get_with(listener, "/", &SPOOFED)
+            .await
+            .expect("request through envoy");
+        assert_eq!(reply.status, 200, "{reply:?}");
+    }
+    let (to_primary, to_shadow) = (primary.hits() - p0, shadow.hits() - s0);
     assert_eq!(to_primary + to_shadow, requests);
+    assert_eq!(
+        primary.marked(),
+        0,
+        "a spoofed control header reached the primary"
+    );
     // The filter publishes its counts on its tick.
     let stat = |variant: &str| {
         let name = format!("wasmcustom.doppel.checkout.{variant}.rq_total");
@@ -644,6 +659,8 @@ async fn rollout_full_ads_filter_runs_on_its_pool_only() {
         ok,
         "{measured} of {unchosen} primary requests measured, expected {expected} ± {allowed:.0}"
     );
+    // Only the filter's own marks reach the shadow.
+    assert_eq!(shadow.marked(), chosen);
     // The shadow serves the filter's choice and the route's 10% of the rest.
     let (ok, expected, allowed) = within_binomial(requests, 0.01 + 0.99 * 0.10, to_shadow, 4.0);
     assert!(
