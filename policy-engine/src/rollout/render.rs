@@ -63,6 +63,15 @@ pub fn filter_name(service: &str) -> String {
     format!("doppel.{service}")
 }
 
+/// The ECDS resource (and HTTP filter) name of `service`'s filter when it runs on a pool. Its
+/// config differs from [`filter_name`]'s (`pool_percent`), and the listener refers to one or
+/// the other: a listener switching setups waits for the config made for its own (Envoy warms a
+/// listener until its filters' ECDS configs arrive) instead of running the other's for a moment,
+/// and one still draining keeps its own. Both are served while the pool exists.
+pub fn pool_filter_name(service: &str) -> String {
+    format!("doppel.{service}.pool")
+}
+
 /// `(primary units, shadow units)` out of [`WEIGHT_TOTAL`] for a shadow share in percent.
 pub fn route_units(shadow_percent: f64) -> (u32, u32) {
     let clamped = shadow_percent.clamp(0.0, 100.0);
@@ -100,14 +109,25 @@ pub fn render(inputs: &NodeInputs, version: u64) -> Result<Snapshot, RolloutErro
             .as_ref()
             .filter(|_| !strip.is_empty())
             .and_then(pool_per_million);
-        let pushed = if strip.is_empty() {
+        let every = if strip.is_empty() {
             service.filter_config.clone()
         } else {
-            stripped_by_envoy(&service.filter_config, pool)
+            stripped_by_envoy(&service.filter_config, None)
         };
-        if let Some(extension) = inputs.filter.extension(&name, &pushed) {
+        if let Some(extension) = inputs.filter.extension(&name, &every) {
             builder = builder.extension_config(&extension);
         }
+        let name = match pool {
+            Some(per_million) => {
+                let pooled = pool_filter_name(&service.state.service);
+                let config = stripped_by_envoy(&service.filter_config, Some(per_million));
+                if let Some(extension) = inputs.filter.extension(&pooled, &config) {
+                    builder = builder.extension_config(&extension);
+                }
+                pooled
+            }
+            None => name,
+        };
         let state = &service.state;
         let listener = service.listener.ok_or_else(|| RolloutError::Topology {
             service: state.service.clone(),

@@ -352,10 +352,13 @@ fn rollout_render_full_ads_and_filter_only() {
     assert_eq!(full.version(), 7);
     assert_eq!(full.resources(ResourceType::Cluster).items().len(), 2);
     assert_eq!(full.resources(ResourceType::Route).items().len(), 1);
-    assert_eq!(
-        full.resources(ResourceType::ExtensionConfig).items().len(),
-        1
-    );
+    // The filter's config on its pool, and on every request (docs/rollout.md).
+    let names: Vec<&String> = full
+        .resources(ResourceType::ExtensionConfig)
+        .items()
+        .keys()
+        .collect();
+    assert_eq!(names, ["doppel.checkout", "doppel.checkout.pool"]);
     let only = render(&inputs(Steering::FilterOnly, 25.0), 1).unwrap();
     for kind in [
         ResourceType::Cluster,
@@ -475,16 +478,16 @@ fn connection_manager(
 }
 
 /// The headers `checkout`'s connection manager removes before its filters run, and the filter
-/// config pushed over ECDS, in `snapshot`.
+/// config pushed over ECDS for its listener's filter (`doppel.checkout` without a listener), in
+/// `snapshot`.
 fn stripping(snapshot: &crate::xds::Snapshot) -> (Vec<String>, serde_json::Value) {
     use envoy_types::pb::envoy::config::common::mutation_rules::v3::header_mutation::Action as Mutation;
-    use envoy_types::pb::envoy::config::core::v3::TypedExtensionConfig;
-    use envoy_types::pb::envoy::extensions::filters::http::wasm::v3::Wasm;
     use envoy_types::pb::envoy::extensions::http::early_header_mutation::header_mutation::v3::HeaderMutation;
-    use envoy_types::pb::google::protobuf::StringValue;
     use prost::Message;
     let mut removed = Vec::new();
+    let mut filter = "doppel.checkout".to_owned();
     if let Some(hcm) = connection_manager(snapshot) {
+        filter = hcm.http_filters[0].name.clone();
         for extension in hcm.early_header_mutation_extensions {
             assert_eq!(
                 extension.name,
@@ -502,22 +505,29 @@ fn stripping(snapshot: &crate::xds::Snapshot) -> (Vec<String>, serde_json::Value
             }
         }
     }
+    (removed, served(snapshot, &filter))
+}
+
+/// The filter config the ECDS resource `name` of `snapshot` carries.
+fn served(snapshot: &crate::xds::Snapshot, name: &str) -> serde_json::Value {
+    use envoy_types::pb::envoy::config::core::v3::TypedExtensionConfig;
+    use envoy_types::pb::envoy::extensions::filters::http::wasm::v3::Wasm;
+    use envoy_types::pb::google::protobuf::StringValue;
+    use prost::Message;
     let extension = snapshot
         .resources(ResourceType::ExtensionConfig)
-        .get("doppel.checkout")
-        .expect("the filter's config");
+        .get(name)
+        .unwrap_or_else(|| panic!("no ECDS resource {name}"));
     let extension =
         TypedExtensionConfig::decode(extension.any().value.as_slice()).expect("extension");
     let wasm = Wasm::decode(extension.typed_config.expect("typed").value.as_slice()).expect("wasm");
-    let configuration = wasm
-        .config
-        .expect("plugin")
-        .configuration
-        .expect("configuration");
+    let plugin = wasm.config.expect("plugin");
+    assert_eq!(plugin.name, name, "the plugin is named like its resource");
+    let configuration = plugin.configuration.expect("configuration");
     let text = StringValue::decode(configuration.value.as_slice())
         .expect("string")
         .value;
-    (removed, serde_json::from_str(&text).expect("json"))
+    serde_json::from_str(&text).expect("json")
 }
 
 #[test]
@@ -559,11 +569,16 @@ fn rollout_render_full_ads_runs_the_filter_on_its_pool_only() {
     let (_, config) = stripping(&snapshot);
     assert_eq!(config["pool_percent"], 5.95, "{config}");
     let hcm = connection_manager(&snapshot).expect("full ADS has a listener");
-    assert_eq!(hcm.http_filters[0].name, "doppel.checkout");
+    assert_eq!(hcm.http_filters[0].name, "doppel.checkout.pool");
     assert!(
         hcm.http_filters[0].disabled,
         "skipped unless a route enables it"
     );
+    // The config for the filter on every request is served beside it, so that a listener
+    // switching setups never runs the other's config (nor one still draining).
+    let every = served(&snapshot, "doppel.checkout");
+    assert!(every.get("pool_percent").is_none(), "{every}");
+    assert_eq!(every["strip_control"], "envoy", "{every}");
     let routes = checkout_routes(&snapshot);
     let matches = route_matches(&snapshot);
     assert_eq!(matches.len(), 3, "{matches:?}");
@@ -573,7 +588,7 @@ fn rollout_render_full_ads_runs_the_filter_on_its_pool_only() {
         "{}",
         matches[1]
     );
-    let enable = &routes[1].typed_per_filter_config["doppel.checkout"];
+    let enable = &routes[1].typed_per_filter_config["doppel.checkout.pool"];
     let enable = FilterConfig::decode(enable.value.as_slice()).expect("a FilterConfig");
     assert!(enable.config.is_some() && !enable.disabled, "{enable:?}");
     assert!(routes[2].typed_per_filter_config.is_empty());

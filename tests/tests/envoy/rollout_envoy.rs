@@ -236,9 +236,9 @@ async fn rollout_engine_sigkill_mid_rollout_resumes_the_same_step() {
     );
 }
 
-/// The doppel filter config Envoy runs, read from its config dump (the ECDS resource
-/// `doppel.checkout`); `Null` until Envoy has one.
-async fn served_filter_config(envoy: &Envoy) -> Value {
+/// The doppel filter's ECDS config in Envoy's config dump: the one for its pool when Envoy has
+/// it (`doppel.checkout.pool`), else the one for every request (`doppel.checkout`).
+async fn served_ecds(envoy: &Envoy) -> Value {
     let Ok(text) = envoy.admin("/config_dump?resource=ecds_filters").await else {
         return Value::Null;
     };
@@ -246,30 +246,30 @@ async fn served_filter_config(envoy: &Envoy) -> Value {
         return Value::Null;
     };
     let configs = dump["configs"].as_array().cloned().unwrap_or_default();
-    configs
-        .iter()
-        .map(|c| &c["ecds_filter"])
-        .find(|f| f["name"] == "doppel.checkout")
-        .and_then(|f| f["typed_config"]["config"]["configuration"]["value"].as_str())
+    let named = |name: &str| {
+        configs
+            .iter()
+            .map(|c| &c["ecds_filter"])
+            .find(|f| f["name"] == name)
+            .map(|f| f["typed_config"]["config"].clone())
+    };
+    named("doppel.checkout.pool")
+        .or_else(|| named("doppel.checkout"))
+        .unwrap_or(Value::Null)
+}
+
+/// The filter config (JSON) Envoy serves the doppel filter ([`served_ecds`]).
+async fn served_filter_config(envoy: &Envoy) -> Value {
+    served_ecds(envoy).await["configuration"]["value"]
+        .as_str()
         .and_then(|text| serde_json::from_str(text).ok())
         .unwrap_or(Value::Null)
 }
 
-/// The `.wasm` file of the doppel filter config Envoy serves.
+/// The `.wasm` file of the doppel filter config Envoy serves ([`served_ecds`]).
 async fn served_module(envoy: &Envoy) -> String {
-    let text = envoy
-        .admin("/config_dump?resource=ecds_filters")
-        .await
-        .expect("ECDS config dump");
-    let dump: Value = serde_json::from_str(&text).expect("config dump is JSON");
-    let configs = dump["configs"].as_array().cloned().unwrap_or_default();
-    configs
-        .iter()
-        .map(|c| &c["ecds_filter"])
-        .find(|f| f["name"] == "doppel.checkout")
-        .and_then(|f| {
-            f["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"].as_str()
-        })
+    served_ecds(envoy).await["vm_config"]["code"]["local"]["filename"]
+        .as_str()
         .unwrap_or_default()
         .to_owned()
 }
@@ -666,5 +666,122 @@ async fn rollout_full_ads_filter_runs_on_its_pool_only() {
     assert!(
         ok,
         "the shadow got {to_shadow} of {requests}, expected {expected} ± {allowed:.0}"
+    );
+}
+
+/// The name of the HTTP filter in Envoy's active `checkout` listener and whether it is
+/// disabled by default (skipped unless a route enables it).
+async fn listener_filter(envoy: &Envoy) -> Option<(String, bool)> {
+    let text = envoy
+        .admin("/config_dump?resource=dynamic_listeners")
+        .await
+        .ok()?;
+    let dump: Value = serde_json::from_str(&text).ok()?;
+    let listener = dump["configs"]
+        .as_array()?
+        .iter()
+        .map(|c| &c["active_state"]["listener"])
+        .find(|l| l["name"] == "checkout")?;
+    let filter = &listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0];
+    Some((
+        filter["name"].as_str()?.to_owned(),
+        filter["disabled"].as_bool().unwrap_or(false),
+    ))
+}
+
+/// Sends two requests as each of `users` users (`x-user-id: u<i>`); returns how many users got
+/// the shadow twice and how many got one of each.
+async fn twice_per_user(listener: SocketAddr, users: u64) -> (u64, u64) {
+    let (mut shadow_twice, mut split) = (0, 0);
+    for i in 0..users {
+        let user = format!("u{i}");
+        let mut shadowed = 0;
+        for _ in 0..2 {
+            let reply = http_get_with(listener, "/", &[("x-user-id", user.as_str())])
+                .await
+                .expect("request through envoy");
+            assert_eq!(reply.status, 200, "{reply:?}");
+            shadowed += u64::from(reply.body == "shadow");
+        }
+        match shadowed {
+            2 => shadow_twice += 1,
+            1 => split += 1,
+            _ => {}
+        }
+    }
+    (shadow_twice, split)
+}
+
+/// A policy reload that adds a sticky key takes the filter off its pool (the listener's filter
+/// becomes `doppel.checkout`, run on every request, with the sticky config), and removing the
+/// key puts it back on (`doppel.checkout.pool`, skipped outside the pool): Envoy switches
+/// listeners between the two ECDS resources and serves requests throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_full_ads_policy_reload_moves_the_filter_off_its_pool_and_back() {
+    let Rig {
+        primary: _primary,
+        shadow: _shadow,
+        dir,
+    } = rig(&both_builds()).await;
+    // The route's own share is as small as a step can be: the shadow is the filter's choice.
+    let random = policy_yaml(&[(0.01, "1h")]);
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, &random).expect("policy file");
+    let (engine, envoy) = full_ads(dir.path()).await;
+    engine.start_rollout();
+    wait_filter(&envoy, "split", 1.0).await;
+    let on_pool = || async {
+        (listener_filter(&envoy).await == Some(("doppel.checkout.pool".to_owned(), true)))
+            .then_some(())
+    };
+    eventually(XDS_WAIT, "the filter on its pool", on_pool).await;
+    let listener = envoy
+        .listener_address("checkout")
+        .await
+        .expect("listener bound");
+    // At random, a user's two requests land apart: hardly anyone gets the shadow twice.
+    let (twice, _) = twice_per_user(listener, 1_000).await;
+    assert!(
+        twice <= 2,
+        "{twice} of 1000 users got the shadow twice at random"
+    );
+
+    let sticky = random.replace(
+        "  percent: 1\n",
+        "  percent: 1\n  sticky:\n    header: x-user-id\n",
+    );
+    assert_ne!(sticky, random);
+    std::fs::write(&policy, &sticky).expect("policy file");
+    eventually(XDS_WAIT, "the filter on every request", || async {
+        (listener_filter(&envoy).await == Some(("doppel.checkout".to_owned(), false))).then_some(())
+    })
+    .await;
+    let listener = envoy
+        .listener_address("checkout")
+        .await
+        .expect("listener bound");
+    // Sticky: a chosen user gets the shadow both times (about 10 of 1000), nobody one of each
+    // beyond the route's 0.01%.
+    let (twice, split) = twice_per_user(listener, 1_000).await;
+    assert!(
+        (3..=25).contains(&twice) && split <= 2,
+        "sticky: {twice} users got the shadow twice, {split} one of each"
+    );
+
+    std::fs::write(&policy, &random).expect("policy file");
+    eventually(XDS_WAIT, "the filter back on its pool", on_pool).await;
+    let listener = envoy
+        .listener_address("checkout")
+        .await
+        .expect("listener bound");
+    let (twice, split) = twice_per_user(listener, 1_000).await;
+    assert!(
+        twice <= 2,
+        "{twice} of 1000 users got the shadow twice at random"
+    );
+    let (ok, expected, allowed) = within_binomial(2_000, 0.01, split + 2 * twice, 4.0);
+    assert!(
+        ok,
+        "back on the pool: {split} users split, {twice} twice; expected about {expected} ± {allowed:.0} shadowed requests"
     );
 }
