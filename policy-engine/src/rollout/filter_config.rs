@@ -47,14 +47,20 @@ impl FilterKind {
         }
     }
 
-    /// The ECDS resource `name` carrying `config`, or `None` for no filter.
-    pub fn extension(&self, name: &str, config: &Value) -> Option<TypedExtensionConfig> {
+    /// The ECDS resource `name` carrying `config`, or `None` for no filter. `parsed` is the
+    /// filter's reading of `config` ([`parsed`]), which picks the module.
+    pub fn extension(
+        &self,
+        name: &str,
+        config: &Value,
+        parsed: Option<&FilterConfig>,
+    ) -> Option<TypedExtensionConfig> {
         let text = config.to_string();
         match self {
             FilterKind::None => None,
             FilterKind::Wasm { path, split_path } => {
                 let code = match split_path {
-                    Some(split) if !sends_copies(config) => split,
+                    Some(split) if !sends_copies(parsed) => split,
                     _ => path,
                 };
                 let vm = VmConfig {
@@ -88,10 +94,10 @@ pub fn parsed(config: &Value) -> Option<FilterConfig> {
 }
 
 /// Whether a filter config has the filter send copies itself (mirror mode, unless
-/// `mirror.sender` is `envoy`): only the full build can. A config the filter would refuse gets
-/// the full build, which refuses every config the split-only one does.
-fn sends_copies(config: &Value) -> bool {
-    parsed(config).is_none_or(|c| c.sender() == Some(Sender::Filter))
+/// `mirror.sender` is `envoy`): only the full build can. A config the filter would refuse
+/// (`None`) gets the full build, which refuses every config the split-only one does.
+fn sends_copies(config: Option<&FilterConfig>) -> bool {
+    config.is_none_or(|c| c.sender() == Some(Sender::Filter))
 }
 
 /// When a filter config has Envoy's router send the copies (mirror mode, `mirror.sender:
@@ -186,7 +192,7 @@ mod tests {
             config["mirror"] = json!({ "cluster": "cart-next", "sender": sender });
         }
         let extension = kind
-            .extension("doppel-cart", &config)
+            .extension("doppel-cart", &config, parsed(&config).as_ref())
             .expect("a Wasm filter");
         let any = extension.typed_config.expect("typed config");
         assert_eq!(any.type_url, Wasm::type_url());
@@ -226,7 +232,7 @@ mod tests {
         }
         assert!(
             FilterKind::None
-                .extension("doppel-cart", &json!({}))
+                .extension("doppel-cart", &json!({}), None)
                 .is_none()
         );
     }

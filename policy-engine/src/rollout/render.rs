@@ -86,7 +86,12 @@ pub fn render(inputs: &NodeInputs, version: u64) -> Result<Snapshot, RolloutErro
     for service in &inputs.services {
         let name = filter_name(&service.state.service);
         if inputs.steering == Steering::FilterOnly {
-            if let Some(config) = inputs.filter.extension(&name, &service.filter_config) {
+            let parsed = parsed(&service.filter_config);
+            if let Some(config) =
+                inputs
+                    .filter
+                    .extension(&name, &service.filter_config, parsed.as_ref())
+            {
                 builder = builder.extension_config(&config);
             }
             continue;
@@ -114,14 +119,15 @@ pub fn render(inputs: &NodeInputs, version: u64) -> Result<Snapshot, RolloutErro
         } else {
             stripped_by_envoy(&service.filter_config, None)
         };
-        if let Some(extension) = inputs.filter.extension(&name, &every) {
+        if let Some(extension) = inputs.filter.extension(&name, &every, config.as_ref()) {
             builder = builder.extension_config(&extension);
         }
         let name = match pool {
             Some(per_million) => {
                 let pooled = pool_filter_name(&service.state.service);
-                let config = stripped_by_envoy(&service.filter_config, Some(per_million));
-                if let Some(extension) = inputs.filter.extension(&pooled, &config) {
+                let pushed = stripped_by_envoy(&service.filter_config, Some(per_million));
+                if let Some(extension) = inputs.filter.extension(&pooled, &pushed, config.as_ref())
+                {
                     builder = builder.extension_config(&extension);
                 }
                 pooled
