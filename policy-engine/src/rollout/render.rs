@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -17,7 +18,6 @@ use crate::xds::build::{
     Pool, ecds_filter, eds_cluster, endpoints, grpc_access_log, header_mirror,
     http_listener_logged, variant_route,
 };
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter;
 
 /// Route weights are integers out of this total, so a share of 0.01% still shows.
 pub const WEIGHT_TOTAL: u32 = 10_000;
