@@ -712,6 +712,27 @@ async fn twice_per_user(listener: SocketAddr, users: u64) -> (u64, u64) {
     (shadow_twice, split)
 }
 
+/// Waits until Envoy's `checkout` listener runs the HTTP filter named `filter.0`, disabled by
+/// default or not (`filter.1`), then sends two requests as each of 1,000 users
+/// ([`twice_per_user`]).
+async fn after_switch(envoy: &Envoy, filter: (&str, bool)) -> (u64, u64) {
+    let want = Some((filter.0.to_owned(), filter.1));
+    eventually(
+        XDS_WAIT,
+        &format!("the listener's filter {filter:?}"),
+        || {
+            let want = want.clone();
+            async move { (listener_filter(envoy).await == want).then_some(()) }
+        },
+    )
+    .await;
+    let listener = envoy
+        .listener_address("checkout")
+        .await
+        .expect("listener bound");
+    twice_per_user(listener, 1_000).await
+}
+
 /// A policy reload that adds a sticky key takes the filter off its pool (the listener's filter
 /// becomes `doppel.checkout`, run on every request, with the sticky config), and removing the
 /// key puts it back on (`doppel.checkout.pool`, skipped outside the pool): Envoy switches
@@ -730,17 +751,9 @@ async fn rollout_full_ads_policy_reload_moves_the_filter_off_its_pool_and_back()
     let (engine, envoy) = full_ads(dir.path()).await;
     engine.start_rollout();
     wait_filter(&envoy, "split", 1.0).await;
-    let on_pool = || async {
-        (listener_filter(&envoy).await == Some(("doppel.checkout.pool".to_owned(), true)))
-            .then_some(())
-    };
-    eventually(XDS_WAIT, "the filter on its pool", on_pool).await;
-    let listener = envoy
-        .listener_address("checkout")
-        .await
-        .expect("listener bound");
+    const POOLED: (&str, bool) = ("doppel.checkout.pool", true);
     // At random, a user's two requests land apart: hardly anyone gets the shadow twice.
-    let (twice, _) = twice_per_user(listener, 1_000).await;
+    let (twice, _) = after_switch(&envoy, POOLED).await;
     assert!(
         twice <= 2,
         "{twice} of 1000 users got the shadow twice at random"
@@ -752,32 +765,19 @@ async fn rollout_full_ads_policy_reload_moves_the_filter_off_its_pool_and_back()
     );
     assert_ne!(sticky, random);
     std::fs::write(&policy, &sticky).expect("policy file");
-    eventually(XDS_WAIT, "the filter on every request", || async {
-        (listener_filter(&envoy).await == Some(("doppel.checkout".to_owned(), false))).then_some(())
-    })
-    .await;
-    let listener = envoy
-        .listener_address("checkout")
-        .await
-        .expect("listener bound");
     // Sticky: a chosen user gets the shadow both times (about 10 of 1000), nobody one of each
     // beyond the route's 0.01%.
-    let (twice, split) = twice_per_user(listener, 1_000).await;
+    let (twice, split) = after_switch(&envoy, ("doppel.checkout", false)).await;
     assert!(
         (3..=25).contains(&twice) && split <= 2,
         "sticky: {twice} users got the shadow twice, {split} one of each"
     );
 
     std::fs::write(&policy, &random).expect("policy file");
-    eventually(XDS_WAIT, "the filter back on its pool", on_pool).await;
-    let listener = envoy
-        .listener_address("checkout")
-        .await
-        .expect("listener bound");
-    let (twice, split) = twice_per_user(listener, 1_000).await;
+    let (twice, split) = after_switch(&envoy, POOLED).await;
     assert!(
         twice <= 2,
-        "{twice} of 1000 users got the shadow twice at random"
+        "back on the pool: {twice} of 1000 users got the shadow twice"
     );
     let (ok, expected, allowed) = within_binomial(2_000, 0.01, split + 2 * twice, 4.0);
     assert!(
