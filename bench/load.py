@@ -3,11 +3,13 @@
 
 Each configuration is a template in bench/envoy/ (none, split, mirror, mirror-envoy, lua,
 native-mirror) that serves two routes: /direct, answered by Envoy itself (direct_response: the
-filter's pure cost), and /, proxied to one upstream. Every round starts each configuration's Envoy in turn
-(`--concurrency 1`), runs wrk against both routes, and stops it; the order rotates from round to
-round so no configuration always runs first. Figures are medians over rounds; a configuration's
-CPU cost per request is 1/rps(config) - 1/rps(no filter) from the same round; Envoy's own CPU
-time per request (all its threads, from /proc/<pid>/task/*/schedstat) is reported beside it.
+filter's pure cost), and /, proxied to one upstream. The no-filter Envoy runs throughout; every
+round starts each other configuration's Envoy in turn (`--concurrency 1`) and, on each route,
+runs wrk against the no-filter Envoy and then against it, and stops it; the order rotates from
+round to round so no configuration always runs first. Figures are medians over rounds; a
+configuration's CPU cost per request is 1/rps(config) - 1/rps(no filter) against the no-filter
+run just before it (the machine's speed drifts over minutes); Envoy's own CPU time per request
+(all its threads, from /proc/<pid>/task/*/schedstat) is reported beside it.
 
 Run through scripts/bench-load, which sets ENVOY_BIN and DOPPEL_WASM. Standard library only.
 """
@@ -279,11 +281,38 @@ def wrk(url, seconds, connections):
     return done.stdout
 
 
+def run(envoy, label, route, path, args, r):
+    """One wrk run on `route` of a started `envoy`: its figures, logged."""
+    url = f"http://127.0.0.1:{envoy.port}{path}"
+    if args.warmup > 0:
+        wrk(url, args.warmup, args.connections)
+    shadow_before = envoy.counter("cluster.shadow.upstream_rq_total")
+    cpu_before = envoy.cpu_ns()
+    result = parse_wrk(wrk(url, args.duration, args.connections))
+    cpu = envoy.cpu_ns() - cpu_before
+    time.sleep(0.2)  # let the last copies reach the shadow
+    shadow = envoy.counter("cluster.shadow.upstream_rq_total") - shadow_before
+    served = max(result["requests"], 1)
+    result["shadow_share"] = shadow / served
+    result["cpu_us"] = cpu / 1e3 / served
+    say(
+        f"round {r + 1}/{args.rounds} {label:<34} {route:<15} "
+        f"{result['rps']:9.0f} req/s  p50 {result['p50']:7.0f} us  p99 {result['p99']:7.0f} us"
+        f"  Envoy CPU {result['cpu_us']:.2f} us/rq"
+        f"  to shadow {100 * result['shadow_share']:.2f}%  errors {result['errors']}"
+    )
+    return result
+
+
 def measure(args, envoy_bin, wasm, split_wasm, bare_wasm):
+    """Every configuration's runs, each with the no-filter run made just before it on the same
+    route (`result["base"]`): the machine's speed drifts over minutes, so a configuration is
+    compared with its neighbour, not with a run minutes away."""
     workdir = tempfile.mkdtemp(prefix="doppel-bench-")
     upstream = Upstream(args.upstream, workdir)
-    # samples[(template, route)] = one dict per round
+    # samples[(template, route)] = one dict per run; ("none", route) holds every baseline run
     samples = {}
+    baseline = None
     try:
         upstream.start()
         say(f"upstream: {upstream.name} on port {upstream.port}")
@@ -300,8 +329,12 @@ def measure(args, envoy_bin, wasm, split_wasm, bare_wasm):
                 # pushes it.
                 {"bare": bare_wasm, "split": split_wasm, "split-early": split_wasm, "mirror-envoy": split_wasm}.get(template, wasm),
             )
+        # The no-filter Envoy runs throughout (idle between its runs) for the paired baselines.
+        baseline = envoys["none"]
+        baseline.start()
+        others = [c for c in configs if c[1] != "none"]
         for r in range(args.rounds):
-            order = configs[r % len(configs):] + configs[: r % len(configs)]
+            order = others[r % len(others):] + others[: r % len(others)]
             for label, template, _ in order:
                 envoy = envoys[template]
                 envoy.start()
@@ -309,28 +342,16 @@ def measure(args, envoy_bin, wasm, split_wasm, bare_wasm):
                     for route, path in ROUTES:
                         if (template, route) in SKIP or route not in args.routes:
                             continue
-                        url = f"http://127.0.0.1:{envoy.port}{path}"
-                        if args.warmup > 0:
-                            wrk(url, args.warmup, args.connections)
-                        shadow_before = envoy.counter("cluster.shadow.upstream_rq_total")
-                        cpu_before = envoy.cpu_ns()
-                        result = parse_wrk(wrk(url, args.duration, args.connections))
-                        cpu = envoy.cpu_ns() - cpu_before
-                        time.sleep(0.2)  # let the last copies reach the shadow
-                        shadow = envoy.counter("cluster.shadow.upstream_rq_total") - shadow_before
-                        served = max(result["requests"], 1)
-                        result["shadow_share"] = shadow / served
-                        result["cpu_us"] = cpu / 1e3 / served
+                        base = run(baseline, "no filter", route, path, args, r)
+                        samples.setdefault(("none", route), []).append(base)
+                        result = run(envoy, label, route, path, args, r)
+                        result["base"] = base
                         samples.setdefault((template, route), []).append(result)
-                        say(
-                            f"round {r + 1}/{args.rounds} {label:<34} {route:<15} "
-                            f"{result['rps']:9.0f} req/s  p50 {result['p50']:7.0f} us  p99 {result['p99']:7.0f} us"
-                            f"  Envoy CPU {result['cpu_us']:.2f} us/rq"
-                            f"  to shadow {100 * result['shadow_share']:.2f}%  errors {result['errors']}"
-                        )
                 finally:
                     envoy.stop()
     finally:
+        if baseline is not None:
+            baseline.stop()
         upstream.stop()
     shutil.rmtree(workdir, ignore_errors=True)
     return samples, upstream.description
@@ -352,12 +373,10 @@ def table(samples):
         costs = {}
         for _, template, _ in CONFIGS:
             runs = samples.get((template, route))
-            if not runs:
+            if not runs or template == "none":
                 continue
-            # Cost per round against the same round's no-filter run, then the median.
-            costs[template] = statistics.median(
-                1e6 / s["rps"] - 1e6 / b["rps"] for s, b in zip(runs, base)
-            )
+            # Cost per run against the no-filter run just before it, then the median.
+            costs[template] = statistics.median(1e6 / s["rps"] - 1e6 / s["base"]["rps"] for s in runs)
         for label, template, _ in CONFIGS:
             runs = samples.get((template, route))
             if not runs:
@@ -365,14 +384,15 @@ def table(samples):
                     lines.append(f"| {route} | {label} | n/a | | | | | | | | | |")
                 continue
             rps = statistics.median(s["rps"] for s in runs)
-            ratio = statistics.median(s["rps"] / b["rps"] for s, b in zip(runs, base))
             cpu = statistics.median(s["cpu_us"] for s in runs)
-            cost = costs[template]
             if template == "none":
+                ratio = 1.0
                 cost_cell, cpu_cost_cell, vs_lua = "—", "—", "—"
             else:
+                ratio = statistics.median(s["rps"] / s["base"]["rps"] for s in runs)
+                cost = costs[template]
                 cost_cell = f"{cost:+.2f} µs"
-                cpu_cost = statistics.median(s["cpu_us"] - b["cpu_us"] for s, b in zip(runs, base))
+                cpu_cost = statistics.median(s["cpu_us"] - s["base"]["cpu_us"] for s in runs)
                 cpu_cost_cell = f"{cpu_cost:+.2f} µs"
                 lua_cost = costs.get("lua")
                 # A cost at or below zero is noise: no ratio.
@@ -447,16 +467,18 @@ def section(args, samples, upstream, envoy_bin, command):
             ]
         ),
         "  are in `bench/envoy/filter/`); every round starts each one in turn, in an order that",
-        "  rotates from round to round, and runs wrk on both routes. Figures are medians over rounds.",
+        "  rotates from round to round, and on each route runs wrk against the no-filter Envoy (which",
+        "  runs throughout) and then against it. Figures are medians over rounds; the no-filter row's",
+        "  are over all its runs.",
         "- **direct_response**: `/direct`, answered by Envoy itself, so the difference from no filter",
         "  is the filter's own cost. **proxied**: `/`, sent to the upstream; every Envoy's `primary`",
         "  and `shadow` clusters point at that one upstream.",
         f"- **The upstream**: {upstream}.",
-        "- **CPU per request over no filter** is 1/rps(config) - 1/rps(no filter), each round against",
-        "  its own no-filter run, then the median: with the worker saturated, the extra time per",
+        "- **CPU per request over no filter** is 1/rps(config) - 1/rps(no filter), each run against",
+        "  the no-filter run just before it, then the median: with the worker saturated, the extra time per",
         "  request the configuration costs. **Envoy CPU per request** is the CPU time Envoy's threads",
         "  used during the run (`/proc/<pid>/task/*/schedstat`) per request served, and **Envoy CPU over",
-        "  no filter** its difference from the same round's no-filter run: the same cost measured on",
+        "  no filter** its difference from that no-filter run: the same cost measured on",
         "  Envoy alone, without wrk's and the upstream's share of the machine. **req/s vs no filter** is",
         "  the throughput ratio (median over rounds); **cost vs Lua** divides the configuration's cost",
         "  by the Lua filter's on the same route.",
