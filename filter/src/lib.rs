@@ -22,7 +22,10 @@
 //! than per request (Envoy's counters lag by at most a second); the primary is measured on a
 //! random sample of its requests (`primary_sample_percent`, by default five times the shadow's
 //! share), the shadow on all of them; mirror copies are dispatched from the root context on a
-//! 1 ms tick, so their answers outlive the request that made them.
+//! 1 ms tick, so their answers outlive the request that made them. Where Envoy strips the
+//! control headers and no sticky key is set, Envoy can run the filter on only the requests it
+//! may choose or measure (`pool_percent`, [`config::FilterConfig::shares_seen`]): the others
+//! never enter the VM.
 //!
 //! The proxy-wasm glue is compiled only for `wasm32`; everything else is plain Rust that
 //! unit-tests natively, and the engine depends on this crate for the config it pushes. Without
