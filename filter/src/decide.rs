@@ -9,7 +9,7 @@
 //! The threshold is a 64-bit fraction, so 0.01 % and smaller shares are honoured exactly; 0 never
 //! chooses anyone and 100 chooses every eligible request.
 
-use crate::config::{FilterConfig, MatchTest, Mode, Sticky};
+use crate::config::{FilterConfig, MatchTest, Sticky};
 use crate::names::Variant;
 
 /// The request headers a decision needs, in the order [`Decider::decide`] expects their values.
@@ -103,12 +103,9 @@ pub struct Decider {
 
 impl Decider {
     /// Compiles the decision for `config`. In `off` mode, or at 0 %, nobody is chosen and no
-    /// header is needed.
+    /// header is needed (the share chosen, [`FilterConfig::shares_seen`], is 0 then).
     pub fn new(config: &FilterConfig) -> Decider {
-        let threshold = match config.mode {
-            Mode::Off => Threshold::Never,
-            Mode::Split | Mode::Mirror => Threshold::from_percent(config.shares_seen().0),
-        };
+        let threshold = Threshold::from_percent(config.shares_seen().0);
         let mut needed = Needed::default();
         let mut matchers = Vec::new();
         let mut sticky = None;

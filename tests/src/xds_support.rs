@@ -273,13 +273,18 @@ impl Envoy {
             .unwrap_or(0))
     }
 
+    /// One `resource` of Envoy's `/config_dump` (`dynamic_listeners`, `ecds_filters`, ...), as
+    /// JSON.
+    pub async fn config_dump(&self, resource: &str) -> Result<serde_json::Value, String> {
+        let body = self
+            .admin(&format!("/config_dump?resource={resource}"))
+            .await?;
+        serde_json::from_str(&body).map_err(|e| format!("config_dump {resource} json: {e}"))
+    }
+
     /// The `(cluster, weight)` pairs of every weighted route in the dynamic route configs.
     pub async fn route_weights(&self) -> Result<Vec<(String, u64)>, String> {
-        let body = self
-            .admin("/config_dump?resource=dynamic_route_configs")
-            .await?;
-        let json: serde_json::Value =
-            serde_json::from_str(&body).map_err(|e| format!("config_dump json: {e}"))?;
+        let json = self.config_dump("dynamic_route_configs").await?;
         let mut weights = Vec::new();
         collect_weights(&json, &mut weights);
         Ok(weights)

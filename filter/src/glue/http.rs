@@ -6,9 +6,10 @@
 //! whatever the decision reads come out of the same copy), made before the decision when
 //! stripping, trusting or deciding needs it, otherwise only once the request is chosen (with
 //! `strip_control: envoy` and no matcher or sticky key, an unchosen request reads nothing).
-//! Only measured requests (every chosen one, and a random sample of the others, `primary_sample_percent`) cost more: the clock twice, the response
-//! status, one latency recorded. Their counts are kept in VM memory and published on the root's
-//! tick. So the primary's stats are those of its sample, which estimates its error rate and
+//! Only measured requests (every chosen one, and a random sample of the others,
+//! `primary_sample_percent`) cost more: the clock twice, the response status, one latency
+//! recorded. Their counts are kept in VM memory and published on the root's tick. So the
+//! primary's stats are those of its sample, which estimates its error rate and
 //! latency without bias; the shadow's cover all of its requests.
 
 #[cfg(feature = "mirror")]

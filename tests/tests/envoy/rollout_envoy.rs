@@ -236,26 +236,25 @@ async fn rollout_engine_sigkill_mid_rollout_resumes_the_same_step() {
     );
 }
 
-/// The doppel filter's ECDS config in Envoy's config dump: the one for its pool when Envoy has
-/// it (`doppel.checkout.pool`), else the one for every request (`doppel.checkout`).
+/// The ECDS config of the doppel filter Envoy's `checkout` listener runs ([`listener_filter`]:
+/// `doppel.checkout.pool` on its pool, else `doppel.checkout`, also the name under filter-only
+/// steering, whose listener is static); `Null` until Envoy has it.
 async fn served_ecds(envoy: &Envoy) -> Value {
-    let Ok(text) = envoy.admin("/config_dump?resource=ecds_filters").await else {
+    let name = listener_filter(envoy)
+        .await
+        .map_or_else(|| "doppel.checkout".to_owned(), |(name, _)| name);
+    let Ok(dump) = envoy.config_dump("ecds_filters").await else {
         return Value::Null;
     };
-    let Ok(dump) = serde_json::from_str::<Value>(&text) else {
-        return Value::Null;
-    };
-    let configs = dump["configs"].as_array().cloned().unwrap_or_default();
-    let named = |name: &str| {
-        configs
-            .iter()
-            .map(|c| &c["ecds_filter"])
-            .find(|f| f["name"] == name)
-            .map(|f| f["typed_config"]["config"].clone())
-    };
-    named("doppel.checkout.pool")
-        .or_else(|| named("doppel.checkout"))
-        .unwrap_or(Value::Null)
+    dump["configs"]
+        .as_array()
+        .and_then(|configs| {
+            configs
+                .iter()
+                .map(|c| &c["ecds_filter"])
+                .find(|f| f["name"] == name.as_str())
+        })
+        .map_or(Value::Null, |f| f["typed_config"]["config"].clone())
 }
 
 /// The filter config (JSON) Envoy serves the doppel filter ([`served_ecds`]).
@@ -672,11 +671,7 @@ async fn rollout_full_ads_filter_runs_on_its_pool_only() {
 /// The name of the HTTP filter in Envoy's active `checkout` listener and whether it is
 /// disabled by default (skipped unless a route enables it).
 async fn listener_filter(envoy: &Envoy) -> Option<(String, bool)> {
-    let text = envoy
-        .admin("/config_dump?resource=dynamic_listeners")
-        .await
-        .ok()?;
-    let dump: Value = serde_json::from_str(&text).ok()?;
+    let dump = envoy.config_dump("dynamic_listeners").await.ok()?;
     let listener = dump["configs"]
         .as_array()?
         .iter()
